@@ -1,0 +1,39 @@
+# One-command entry points. Everything runs inside .venv, created on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SEEDS  ?= 1 2 3
+
+.PHONY: setup demo test lint bench bench-dqn clean distclean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install everything (only when requirements change)
+
+demo: setup ## train DQN on CartPole-v1 until solved (mean greedy return >= 475)
+	$(BIN)/python classic_rl/dqn/train.py --env-id CartPole-v1 --total-timesteps 100000 --target-return 475
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint ## lint + the whole test suite (~10 min on 2 cores)
+	$(BIN)/python -m pytest
+
+bench-dqn: setup ## DQN benchmarks (~1 h on 2 cores): writes benchmarks/results/<suite>/
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite dqn-cartpole --suite dqn-variants \
+		--suite dqn-pendulum --suite dqn-lunarlander
+
+bench: bench-dqn ## every benchmark whose numbers appear in a README
+
+clean: ## remove runs, caches and build leftovers (keeps .venv)
+	rm -rf runs .pytest_cache .ruff_cache .hypothesis *.egg-info
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

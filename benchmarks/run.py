@@ -1,0 +1,149 @@
+"""Benchmark harness: algorithm x env x seeds with a step budget and a threshold.
+
+Each entry runs once per seed, one after another (so wall-clock numbers are comparable), as the subprocess a
+user would type. From every run it reads summary.json and metrics.csv and records: final evaluation return,
+env steps and wall-clock seconds to the first evaluation >= threshold, and SPS. It writes
+``results.csv`` (one row per run), ``results.md`` (one row per entry) and ``curves.png`` into ``--out``.
+
+    python benchmarks/run.py --suite dqn-cartpole --seeds 1 2 3
+    python benchmarks/run.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import rl_utils  # noqa: E402
+
+DQN = "classic_rl/dqn/train.py"
+
+
+@dataclass
+class Entry:
+    label: str
+    script: str
+    env_id: str
+    budget: int
+    threshold: float
+    flags: tuple[str, ...] = ()
+
+
+SUITES: dict[str, list[Entry]] = {
+    "dqn-cartpole": [
+        Entry("dqn", DQN, "CartPole-v1", 50_000, 475),
+        Entry("sb3_dqn (RL Zoo)", "benchmarks/sb3_dqn.py", "CartPole-v1", 50_000, 475),
+    ],
+    "dqn-variants": [
+        Entry("double", DQN, "CartPole-v1", 50_000, 475, ("--double",)),
+        Entry("dueling", DQN, "CartPole-v1", 50_000, 475, ("--dueling",)),
+        Entry("per", DQN, "CartPole-v1", 50_000, 475, ("--per",)),
+        Entry("3-step", DQN, "CartPole-v1", 50_000, 475, ("--n-step", "3")),
+    ],
+    "dqn-lunarlander": [
+        Entry("double+dueling", DQN, "LunarLander-v3", 300_000, 200, ("--double", "--dueling")),
+    ],
+    "dqn-pendulum": [
+        Entry("dqn", DQN, "Pendulum-v1", 20_000, -250, ("--discrete-actions", "11")),
+        Entry("double", DQN, "Pendulum-v1", 20_000, -250, ("--discrete-actions", "11", "--double")),
+        Entry("dueling", DQN, "Pendulum-v1", 20_000, -250, ("--discrete-actions", "11", "--dueling")),
+    ],
+}
+
+
+def run_entry(entry: Entry, seed: int, out: Path) -> dict:
+    name = f"{entry.env_id.replace('/', '-')}__{entry.label.split()[0]}__{seed}"
+    cmd = [sys.executable, entry.script, "--env-id", entry.env_id, "--seed", str(seed),
+           "--total-timesteps", str(entry.budget), "--runs-dir", str(out / "runs"), "--run-name", name,
+           *entry.flags]
+    print("$", " ".join(cmd[1:]), flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark run failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    run_dir = out / "runs" / name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    steps, secs = rl_utils.first_crossing(run_dir, entry.threshold)
+    row = {
+        "label": entry.label, "env_id": entry.env_id, "seed": seed, "budget": entry.budget,
+        "threshold": entry.threshold, "final_eval_return": summary["final_eval_return"],
+        "best_eval_return": summary.get("best_eval_return", summary["final_eval_return"]),
+        "steps_to_threshold": steps, "seconds_to_threshold": None if secs is None else round(secs, 1),
+        "wall_time_s": summary["wall_time_s"], "process_s": round(time.time() - t0, 1),
+        "sps": round(entry.budget / summary["wall_time_s"], 1), "run_dir": str(run_dir.relative_to(ROOT))
+        if run_dir.is_relative_to(ROOT) else str(run_dir),
+    }
+    print(f"  final {row['final_eval_return']:.1f} | to threshold: {steps} steps, {secs} s", flush=True)
+    return row
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def summarise(rows: list[dict], entries: list[Entry]) -> str:
+    lines = ["| algorithm | env | budget | threshold | reached (seeds) | final eval return | steps to threshold "
+             "(median) | s to threshold (mean) | wall s (mean) | SPS |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for entry in entries:
+        mine = [r for r in rows if r["label"] == entry.label and r["env_id"] == entry.env_id]
+        hit = [r for r in mine if r["steps_to_threshold"] is not None]
+        steps = statistics.median([r["steps_to_threshold"] for r in hit]) if hit else None
+        secs = statistics.mean([r["seconds_to_threshold"] for r in hit]) if hit else None
+        lines.append(
+            f"| {entry.label} | {entry.env_id} | {entry.budget:,} | {entry.threshold:g} | {len(hit)}/{len(mine)} | "
+            f"{_mean_std([r['final_eval_return'] for r in mine])} | {'–' if steps is None else f'{steps:,.0f}'} | "
+            f"{'–' if secs is None else f'{secs:.0f}'} | {statistics.mean([r['wall_time_s'] for r in mine]):.0f} | "
+            f"{statistics.mean([r['sps'] for r in mine]):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", action="append", help="suite name(s); see --list")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds to run")
+    parser.add_argument("--out", default="benchmarks/results", help="output folder (one subfolder per suite)")
+    parser.add_argument("--list", action="store_true", help="list the suites and exit")
+    args = parser.parse_args()
+    if args.list or not args.suite:
+        for name, entries in SUITES.items():
+            print(f"{name}: " + ", ".join(f"{e.label} on {e.env_id}" for e in entries))
+        return
+    unknown = [s for s in args.suite if s not in SUITES]
+    if unknown:
+        raise rl_utils.UsageError(f"unknown suite(s) {', '.join(unknown)}; choose from {', '.join(SUITES)}")
+    for suite in args.suite:
+        out = Path(args.out) / suite
+        out.mkdir(parents=True, exist_ok=True)
+        rows = [run_entry(e, seed, out) for e in SUITES[suite] for seed in args.seeds]
+        with open(out / "results.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        machine = f"{rl_utils.os.cpu_count()} CPU cores, torch {rl_utils.torch.__version__}"
+        table = summarise(rows, SUITES[suite])
+        header = (f"# Benchmark `{suite}`\n\nCommand: `python benchmarks/run.py --suite {suite} --seeds "
+                  f"{' '.join(map(str, args.seeds))}` on {machine}, {time.strftime('%Y-%m-%d')}.\n\n")
+        (out / "results.md").write_text(header + table + "\n")
+        rl_utils.plot_curves([r["run_dir"] for r in rows], out / "curves.png",
+                             labels=[f"{r['label']} {r['env_id']}" for r in rows], title=f"benchmark {suite}")
+        print(header + table)
+
+
+if __name__ == "__main__":
+    rl_utils.run_main(main)

@@ -1,0 +1,323 @@
+"""DQN and its improvements, composable by flags: ``--double --dueling --per --n-step N``.
+
+    python classic_rl/dqn/train.py                                   # CartPole-v1, solved in ~50k steps
+    python classic_rl/dqn/train.py --env-id LunarLander-v3 --double --dueling
+    python classic_rl/dqn/train.py --env-id Pendulum-v1 --discrete-actions 11
+    python classic_rl/dqn/train.py --eval-only --checkpoint runs/<run>/ckpt/best.pt --capture-video
+
+Read top to bottom: arguments, the loss (the part DQN is about), then the training loop. Everything generic
+(buffers, envs, logging, checkpoints) comes from rl_utils.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+
+import rl_utils  # noqa: E402
+from classic_rl.dqn.model import QNetwork  # noqa: E402
+
+
+@dataclass
+class Args(rl_utils.CommonArgs):
+    """Train a DQN-family agent (DQN, Double, Dueling, PER, n-step) on a discrete-action gymnasium env."""
+
+    double: bool = False
+    """Double DQN: the online net picks the next action, the target net evaluates it"""
+    dueling: bool = False
+    """dueling head Q = V + A - mean(A)"""
+    per: bool = False
+    """prioritized experience replay (proportional, sum tree)"""
+    n_step: int = 1
+    """n-step returns (1 = plain one-step TD target)"""
+    per_alpha: float = 0.6
+    """PER: how strongly priorities shape sampling (0 = uniform)"""
+    per_beta0: float = 0.4
+    """PER: initial importance-sampling exponent, annealed linearly to 1 over the run"""
+    discrete_actions: int = 0
+    """discretise a continuous (Box) action space into this many actions per dimension (0 = off)"""
+    hidden_sizes: str = "256,256"
+    """comma-separated hidden layer sizes of the MLP Q-network (vector observations)"""
+    learning_rate: float = 2.3e-3
+    """Adam learning rate"""
+    buffer_size: int = 100_000
+    """replay buffer capacity (transitions)"""
+    gamma: float = 0.99
+    """discount factor"""
+    tau: float = 1.0
+    """target update rate: 1.0 copies the online net (hard update), < 1 is Polyak averaging"""
+    target_network_frequency: int = 10
+    """env steps between target-network updates"""
+    batch_size: int = 64
+    """minibatch size"""
+    start_e: float = 1.0
+    """initial exploration epsilon"""
+    end_e: float = 0.04
+    """final exploration epsilon"""
+    exploration_fraction: float = 0.16
+    """fraction of total-timesteps over which epsilon decays linearly"""
+    learning_starts: int = 1_000
+    """env steps of random-ish experience before learning starts"""
+    train_frequency: int = 256
+    """vector-env steps between training phases"""
+    gradient_steps: int = 128
+    """gradient steps per training phase"""
+    max_grad_norm: float = 10.0
+    """gradient-norm clipping"""
+    loss: str = "huber"
+    """TD loss: huber (smooth L1, robust to large TD errors) or mse"""
+
+
+# Tuned defaults per env, applied unless the flag is typed (as RL Zoo's hyperparameter files).
+PRESETS: dict[str, dict[str, object]] = {
+    "LunarLander-v3": dict(
+        total_timesteps=300_000, learning_rate=6.3e-4, batch_size=128, buffer_size=50_000, learning_starts=0,
+        target_network_frequency=250, train_frequency=4, gradient_steps=1, exploration_fraction=0.12,
+        end_e=0.1, eval_every=20_000,
+    ),
+    "Pendulum-v1": dict(
+        total_timesteps=20_000, learning_rate=1e-3, gamma=0.98, batch_size=128, buffer_size=20_000,
+        learning_starts=1_000, target_network_frequency=200, train_frequency=1, gradient_steps=1,
+        exploration_fraction=0.25, end_e=0.02, eval_every=2_000,
+    ),
+    "ALE/Pong-v5": dict(
+        total_timesteps=10_000_000, learning_rate=1e-4, batch_size=32, buffer_size=100_000,
+        learning_starts=80_000, target_network_frequency=1_000, train_frequency=4, gradient_steps=1,
+        exploration_fraction=0.1, end_e=0.01, start_e=1.0, eval_every=250_000, torch_threads=2,
+    ),
+}
+
+
+def dqn_loss(
+    q_net: torch.nn.Module,
+    target_net: torch.nn.Module,
+    batch: rl_utils.ReplayBatch,
+    double: bool,
+    loss: str = "huber",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The DQN objective on a replay batch; returns (loss, td_errors, Q(s,a)).
+
+    TD target y = R + γ^m (1 - done) max_a' Q_target(s', a')   (m = rewards summed, 1 for plain DQN)
+    Double DQN: y = R + γ^m (1 - done) Q_target(s', argmax_a' Q_online(s', a')), which stops the max from
+    picking actions whose value is overestimated by noise in the same network that scores them."""
+    with torch.no_grad():
+        next_q_target = target_net(batch.next_obs)  # [B, A]
+        if double:
+            next_actions = q_net(batch.next_obs).argmax(dim=1, keepdim=True)  # [B, 1]
+            next_q = next_q_target.gather(1, next_actions).squeeze(1)  # [B]
+        else:
+            next_q = next_q_target.max(dim=1).values  # [B]
+        target = batch.rewards + batch.discounts * (1.0 - batch.dones) * next_q  # [B]
+    q_taken = q_net(batch.obs).gather(1, batch.actions.long().view(-1, 1)).squeeze(1)  # [B]
+    td_errors = target - q_taken
+    per_sample = F.smooth_l1_loss(q_taken, target, reduction="none") if loss == "huber" else td_errors.pow(2)
+    # Importance weights (all ones without PER) undo the bias of non-uniform sampling.
+    return (batch.weights * per_sample).mean(), td_errors.detach(), q_taken.detach()
+
+
+def update_target(q_net: torch.nn.Module, target_net: torch.nn.Module, tau: float) -> None:
+    """θ_target ← τ θ + (1 − τ) θ_target (τ = 1: copy)."""
+    with torch.no_grad():
+        for p, tp in zip(q_net.parameters(), target_net.parameters()):
+            tp.lerp_(p, tau)
+
+
+def build(args: Args, envs, device: torch.device) -> tuple[QNetwork, QNetwork]:
+    hint = ""
+    if args.discrete_actions == 0:
+        hint = f"; pass --discrete-actions N to discretise {args.env_id}'s continuous actions (e.g. 11)"
+    n_actions = rl_utils.require_discrete(envs, "DQN", hint)
+    hidden = tuple(int(h) for h in args.hidden_sizes.split(",") if h.strip())
+    q_net = QNetwork(envs.single_observation_space.shape, n_actions, hidden, args.dueling).to(device)
+    target_net = copy.deepcopy(q_net).requires_grad_(False)  # never trained by backprop, only copied into
+    return q_net, target_net
+
+
+def greedy_policy(q_net: torch.nn.Module, device: torch.device):
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return q_net(torch.as_tensor(obs, device=device)).argmax(dim=1).cpu().numpy()
+
+    return act
+
+
+def eval_env_fn(args: Args, video_dir: Path):
+    return lambda i: rl_utils.make_env(
+        args.env_id, i, capture_video=args.capture_video, video_dir=video_dir,
+        discrete_actions=args.discrete_actions, training=False,
+    )
+
+
+def algo_name(args: Args) -> str:
+    parts = ["dqn"] + [name for name in ("double", "dueling", "per") if getattr(args, name)]
+    if args.n_step > 1:
+        parts.append(f"{args.n_step}step")
+    return "_".join(parts)
+
+
+def eval_only(args: Args) -> None:
+    if not args.checkpoint:
+        raise rl_utils.UsageError("--eval-only needs --checkpoint PATH")
+    ckpt = rl_utils.load_checkpoint(args.checkpoint)
+    saved = Args(**{**ckpt["args"], "capture_video": args.capture_video, "eval_episodes": args.eval_episodes})
+    device = rl_utils.setup(saved)
+    envs = rl_utils.make_vec_env(saved.env_id, 1, saved.seed, discrete_actions=saved.discrete_actions)
+    q_net, _ = build(saved, envs, device)
+    q_net.load_state_dict(ckpt["q_net"])
+    video_dir = Path(args.checkpoint).resolve().parent.parent / "videos"
+    returns = rl_utils.evaluate(eval_env_fn(saved, video_dir), greedy_policy(q_net, device),
+                                saved.eval_episodes, seed=saved.seed + 100_000)
+    if args.capture_video:
+        print(f"videos: {video_dir}")
+    print(f"eval return {returns.mean():.1f} ± {returns.std():.1f} over {len(returns)} episodes "
+          f"({saved.env_id}, checkpoint step {ckpt['state']['global_step']})")
+
+
+def main() -> None:
+    args = rl_utils.parse_args(Args, presets=PRESETS)
+    if args.eval_only:
+        return eval_only(args)
+    if args.loss not in ("huber", "mse"):
+        raise rl_utils.UsageError(f"--loss must be huber or mse, got {args.loss!r}")
+    ckpt = None
+    if args.resume:
+        ckpt = rl_utils.load_checkpoint(args.resume)
+        given = rl_utils.explicit_flags(Args) - {"resume"}
+        args = Args(**{**ckpt["args"], **{k: getattr(args, k) for k in given}, "resume": args.resume})
+    device = rl_utils.setup(args)
+
+    envs = rl_utils.make_vec_env(args.env_id, args.num_envs, args.seed, discrete_actions=args.discrete_actions)
+    q_net, target_net = build(args, envs, device)
+    n_actions = int(envs.single_action_space.n)
+    # fused: one kernel for all parameters, ~1.5x faster updates on CPU for small nets
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, fused=True)
+    obs_space = envs.single_observation_space
+    buffer_cls = rl_utils.PrioritizedReplayBuffer if args.per else rl_utils.ReplayBuffer
+    extra = {"alpha": args.per_alpha} if args.per else {}
+    buffer = buffer_cls(args.buffer_size, args.num_envs, obs_space.shape, obs_space.dtype, gamma=args.gamma,
+                        n_step=args.n_step, device=device, seed=args.seed, **extra)
+    rng = np.random.default_rng(args.seed)  # exploration draws, checkpointed for an exact resume
+
+    obs, _ = envs.reset(seed=args.seed)
+    state = {"global_step": 0, "iteration": 0, "best_eval": -math.inf, "last_eval": math.nan}
+    run_dir = None
+    if ckpt is not None:
+        q_net.load_state_dict(ckpt["q_net"])
+        target_net.load_state_dict(ckpt["target_net"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state.update(ckpt["state"])
+        rng.bit_generator.state = ckpt["explore_rng"]
+        if ckpt.get("buffer") is not None:
+            buffer.load_state_dict(ckpt["buffer"])
+        else:
+            print("note: checkpoint has no replay buffer (--save-buffer): refilling it, the resume is not exact")
+        if rl_utils.set_env_state(envs, ckpt.get("env_state")):
+            obs = ckpt["obs"]
+        rl_utils.set_rng_state(ckpt["rng"])
+        run_dir = Path(args.resume).resolve().parent.parent
+    logger = rl_utils.RunLogger(args, algo_name(args), run_dir=run_dir, start_step=state["global_step"],
+                                elapsed=ckpt["state"]["elapsed"] if ckpt else 0.0)
+    eval_envs = eval_env_fn(args, logger.run_dir / "videos")
+    act = greedy_policy(q_net, device)
+
+    def checkpoint(path: Path) -> Path:
+        state["elapsed"] = logger.elapsed
+        return rl_utils.save_checkpoint(
+            path, q_net=q_net, target_net=target_net, optimizer=optimizer, args=dataclasses.asdict(args),
+            state=dict(state), explore_rng=rng.bit_generator.state, obs=obs,
+            env_state=rl_utils.get_env_state(envs), buffer=buffer.state_dict() if args.save_buffer else None,
+        )
+
+    def run_eval(step: int) -> float:
+        returns = rl_utils.evaluate(eval_envs, act, args.eval_episodes, seed=args.seed + 100_000)
+        mean = float(returns.mean())
+        logger.log_dict({"eval/return": mean, "eval/return_std": float(returns.std())}, step)
+        state["last_eval"] = mean
+        if mean >= state["best_eval"]:
+            state["best_eval"] = mean
+            checkpoint(logger.run_dir / "ckpt" / "best.pt")
+        print(f"step {step:>8d} | eval return {mean:8.1f} ± {returns.std():6.1f} | {logger.elapsed:6.0f}s")
+        return mean
+
+    exploration_steps = args.exploration_fraction * args.total_timesteps
+    bar = logger.progress(args.total_timesteps, state["global_step"])
+    sps_t0, sps_step0 = time.time(), state["global_step"]
+    interrupt = rl_utils.GracefulInterrupt()
+    with interrupt.installed():
+        while state["global_step"] < args.total_timesteps and not interrupt.requested:
+            step = state["global_step"]
+            epsilon = rl_utils.linear_schedule(args.start_e, args.end_e, exploration_steps, step)
+            explore = rng.random(args.num_envs) < epsilon
+            random_actions = rng.integers(0, n_actions, size=args.num_envs)
+            actions = random_actions if explore.all() else np.where(explore, random_actions, act(obs))
+
+            next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+            buffer.add(obs, rl_utils.real_next_obs(next_obs, infos), actions, rewards, terminated, truncated)
+            obs = next_obs
+            state["iteration"] += 1
+            step = state["global_step"] = step + args.num_envs
+            logger.log_episodes(rl_utils.finished_episodes(infos), step)
+
+            if step > args.learning_starts and state["iteration"] % args.train_frequency == 0:
+                if args.per:
+                    buffer.beta = rl_utils.linear_schedule(args.per_beta0, 1.0, args.total_timesteps, step)
+                for _ in range(args.gradient_steps):
+                    batch = buffer.sample(args.batch_size)
+                    loss, td_errors, q_taken = dqn_loss(q_net, target_net, batch, args.double, args.loss)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(q_net.parameters(), args.max_grad_norm, foreach=True)
+                    optimizer.step()
+                    if args.per:
+                        buffer.update_priorities(batch.indices, td_errors.cpu().numpy())
+                logger.log_dict({"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item(),
+                                 "charts/epsilon": epsilon}, step)
+            if step % args.target_network_frequency < args.num_envs:
+                update_target(q_net, target_net, args.tau)
+
+            if step % 1000 < args.num_envs:
+                sps = (step - sps_step0) / max(time.time() - sps_t0, 1e-9)
+                logger.log("charts/SPS", sps, step)
+                logger.update_progress(step - bar.n, step, sps)
+            if args.eval_every and step % args.eval_every < args.num_envs and run_eval(step) >= args.target_return:
+                print(f"target return {args.target_return} reached at step {step}")
+                break
+            if args.checkpoint_every and step % args.checkpoint_every < args.num_envs:
+                checkpoint(logger.run_dir / "ckpt" / f"step_{step}.pt")
+                checkpoint(logger.run_dir / "ckpt" / "latest.pt")
+
+    step = state["global_step"]
+    latest = checkpoint(logger.run_dir / "ckpt" / "latest.pt")
+    if interrupt.requested:
+        logger.close()
+        print(f"interrupted at step {step}; resume with: python {sys.argv[0]} --resume {latest}")
+        return
+    if not (args.eval_every and step % args.eval_every < args.num_envs):
+        run_eval(step)  # the headline number always comes from an evaluation of the final network
+    final = state["last_eval"]
+    rl_utils.plot_curves([logger.run_dir], logger.run_dir / "learning_curve.png",
+                         tags=("charts/episodic_return", "eval/return"), title=f"{algo_name(args)} on {args.env_id}")
+    logger.write_summary(
+        final_eval_return=final, best_eval_return=state["best_eval"], env_steps=step,
+        wall_time_s=round(logger.elapsed, 1), sps=round(step / max(logger.elapsed, 1e-9), 1),
+        algo=algo_name(args), env_id=args.env_id, seed=args.seed,
+    )
+    logger.close()
+    envs.close()
+    print(f"final eval return {final:.1f} after {step} env steps ({logger.elapsed:.0f}s) | "
+          f"run folder: {logger.run_dir} (TensorBoard logs, metrics.csv, learning_curve.png, ckpt/)")
+
+
+if __name__ == "__main__":
+    rl_utils.run_main(main)

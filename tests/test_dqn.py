@@ -1,0 +1,186 @@
+"""DQN family: the math (targets, dueling, target network), every entry point as a user runs it, bad input,
+determinism, exact resume, Ctrl-C, and one learning test."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import rl_utils
+from classic_rl.dqn.model import QNetwork
+from classic_rl.dqn.train import dqn_loss, update_target
+from tests.conftest import ROOT, only_run_dir, run_script
+
+TRAIN = "classic_rl/dqn/train.py"
+TINY = ("--total-timesteps", "600", "--learning-starts", "200", "--train-frequency", "4", "--gradient-steps", "1",
+        "--eval-every", "300", "--eval-episodes", "2", "--batch-size", "16")
+
+
+def _batch(obs, actions, rewards, next_obs, dones, discounts):
+    n = len(actions)
+    return rl_utils.ReplayBatch(obs, actions, rewards, next_obs, dones, discounts, torch.ones(n), np.arange(n))
+
+
+class _Fixed(torch.nn.Module):
+    """A 'network' returning a fixed Q table per observation id, to check targets by hand."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor(table, dtype=torch.float32))
+
+    def forward(self, obs):
+        return self.table[obs.long().view(-1)]
+
+
+def test_dqn_and_double_dqn_targets_by_hand():
+    online = _Fixed([[0.0, 0.0], [5.0, 1.0]])  # online prefers action 0 in state 1
+    target = _Fixed([[0.0, 0.0], [2.0, 3.0]])  # target's max is action 1
+    batch = _batch(torch.tensor([0.0, 0.0]), torch.tensor([0, 1]), torch.tensor([1.0, 1.0]),
+                   torch.tensor([1.0, 1.0]), torch.tensor([0.0, 1.0]), torch.tensor([0.9, 0.9]))
+    _, td, q = dqn_loss(online, target, batch, double=False, loss="mse")
+    torch.testing.assert_close(td + q, torch.tensor([1 + 0.9 * 3.0, 1.0]))  # max_a' Q_target; done -> no bootstrap
+    _, td, q = dqn_loss(online, target, batch, double=True, loss="mse")
+    torch.testing.assert_close(td + q, torch.tensor([1 + 0.9 * 2.0, 1.0]))  # Q_target(s', argmax Q_online)
+
+
+def test_dueling_aggregation_and_shapes():
+    net = QNetwork((4,), 3, (32, 32), dueling=True)
+    obs = torch.randn(5, 4)
+    q = net(obs)
+    value = net.head.value(net.trunk(obs))
+    torch.testing.assert_close(q.mean(dim=1, keepdim=True), value)  # mean_a Q = V because mean A is removed
+    assert QNetwork((4, 84, 84), 6)(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape == (2, 6)
+
+
+def test_no_gradient_flows_into_the_target_network():
+    import copy
+
+    net = QNetwork((4,), 2, (16, 16))
+    target = copy.deepcopy(net).requires_grad_(False)
+    before = [p.clone() for p in target.parameters()]
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    batch = _batch(torch.randn(8, 4), torch.randint(0, 2, (8,)), torch.randn(8), torch.randn(8, 4),
+                   torch.zeros(8), torch.full((8,), 0.99))
+    for double in (False, True):
+        loss, _, _ = dqn_loss(net, target, batch, double=double)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(p.grad is None for p in target.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, target.parameters()))
+    update_target(net, target, tau=0.5)
+    for t, b, o in zip(target.parameters(), before, net.parameters()):
+        torch.testing.assert_close(t, 0.5 * b + 0.5 * o)
+
+
+def _rows(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return [(r["step"], r["tag"], r["value"]) for r in csv.DictReader(f) if r["tag"] != "charts/SPS"]
+
+
+def test_smoke_run_writes_the_run_folder(tmp_path):
+    proc = run_script(TRAIN, "--runs-dir", tmp_path, *TINY)
+    run = only_run_dir(tmp_path)
+    assert run.name.startswith("CartPole-v1__dqn__1__")
+    for name in ("config.json", "metrics.csv", "learning_curve.png", "summary.json", "ckpt/latest.pt", "ckpt/best.pt"):
+        assert (run / name).exists(), name
+    assert list(run.glob("events.out.tfevents.*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert {"final_eval_return", "env_steps", "wall_time_s"} <= set(summary) and summary["env_steps"] == 600
+    assert "final eval return" in proc.stdout.strip().splitlines()[-1]
+    evaluated = run_script(TRAIN, "--eval-only", "--checkpoint", run / "ckpt/best.pt", "--eval-episodes", "2")
+    assert "eval return" in evaluated.stdout
+
+
+@pytest.mark.parametrize("flags", [("--double", "--dueling"), ("--per", "--n-step", "3"),
+                                   ("--num-envs", "3", "--tau", "0.05", "--target-network-frequency", "1")])
+def test_variants_run(tmp_path, flags):
+    run_script(TRAIN, "--runs-dir", tmp_path, *TINY, *flags)
+    assert "_".join(only_run_dir(tmp_path).name.split("__")[1:2])  # folder exists
+
+
+def test_pendulum_with_discrete_actions_and_help():
+    help_text = run_script(TRAIN, "--help").stdout
+    for flag in ("--double", "--dueling", "--per", "--n-step", "--discrete-actions", "--resume", "--eval-only"):
+        assert flag in help_text
+
+
+def test_pendulum_discretised_smoke(tmp_path):
+    run_script(TRAIN, "--env-id", "Pendulum-v1", "--discrete-actions", "5", "--runs-dir", tmp_path, *TINY)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--env-id", "Pendulum-v1"), "--discrete-actions"),
+    (("--env-id", "CartPole-v9"), "unknown env id"),
+    (("--resume", "nope/ckpt.pt"), "checkpoint not found"),
+    (("--eval-only",), "--checkpoint"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    proc = run_script(TRAIN, "--runs-dir", tmp_path, *TINY, *args, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr
+
+
+def test_atari_pong_runs_end_to_end(tmp_path):
+    run_script(TRAIN, "--env-id", "ALE/Pong-v5", "--runs-dir", tmp_path, "--total-timesteps", "96",
+               "--learning-starts", "64", "--buffer-size", "500", "--train-frequency", "4", "--gradient-steps", "1",
+               "--batch-size", "8", "--eval-every", "0", "--eval-episodes", "1", "--target-return", "-100")
+    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    assert -21 <= summary["final_eval_return"] <= 21
+
+
+def test_same_seed_same_run(tmp_path):
+    for name in ("a", "b"):
+        run_script(TRAIN, "--runs-dir", tmp_path / name, *TINY, "--per", "--n-step", "2")
+    rows_a, rows_b = (_rows(only_run_dir(tmp_path / n)) for n in ("a", "b"))
+    assert rows_a == rows_b and any(tag == "losses/td_loss" for _, tag, _ in rows_a)
+
+
+def test_resume_continues_exactly(tmp_path):
+    """2N steps straight (checkpoint at N) == N steps, then --resume from that checkpoint to 2N."""
+    run_script(TRAIN, "--runs-dir", tmp_path / "straight", *TINY, "--checkpoint-every", "300", "--save-buffer")
+    straight = only_run_dir(tmp_path / "straight")
+    copy = tmp_path / "resumed" / straight.name
+    shutil.copytree(straight, copy)
+    (copy / "ckpt" / "latest.pt").unlink()
+    run_script(TRAIN, "--resume", copy / "ckpt" / "step_300.pt")
+    assert _rows(straight) == _rows(copy)
+    a = torch.load(straight / "ckpt/latest.pt", weights_only=False)["q_net"]
+    b = torch.load(copy / "ckpt/latest.pt", weights_only=False)["q_net"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_saves_a_checkpoint(tmp_path):
+    proc = subprocess.Popen([sys.executable, TRAIN, "--runs-dir", str(tmp_path), "--total-timesteps", "10000000",
+                             "--eval-every", "500", "--eval-episodes", "1", "--learning-starts", "200",
+                             "--train-frequency", "4", "--gradient-steps", "1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    line = ""
+    while "eval return" not in line and time.time() < deadline:
+        line = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "interrupted at step" in out and "--resume" in out
+    assert (only_run_dir(tmp_path) / "ckpt" / "latest.pt").exists()
+
+
+@pytest.mark.slow
+def test_dqn_solves_cartpole(tmp_path):
+    """The headline: default DQN reaches a 10-episode greedy mean >= 475 on CartPole-v1 within 50k steps."""
+    start = time.time()
+    run_script(TRAIN, "--runs-dir", tmp_path, "--seed", "1", "--target-return", "475", timeout=400)
+    steps, _ = rl_utils.first_crossing(only_run_dir(tmp_path), 475)
+    assert steps is not None and steps <= 50_000
+    assert time.time() - start < 300
