@@ -250,6 +250,7 @@ def make_env(
     discrete_actions: int = 0,
     training: bool = True,
     max_episode_steps: int | None = None,
+    video_prefix: str = "rl-video",
 ) -> Callable[[], gym.Env]:
     """A thunk building one env: ``RecordEpisodeStatistics`` (raw returns), optional ``RecordVideo`` on env 0,
     ``DiscretizeAction`` when ``discrete_actions > 0``, and for Atari the standard DQN preprocessing
@@ -260,6 +261,7 @@ def make_env(
         kwargs: dict[str, Any] = {}
         if capture_video and idx == 0:
             kwargs["render_mode"] = "rgb_array"
+            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
         if max_episode_steps:
             kwargs["max_episode_steps"] = max_episode_steps
         if is_atari(env_id):
@@ -267,7 +269,9 @@ def make_env(
             kwargs["frameskip"] = 1  # AtariPreprocessing does the frame skipping (max-pooling the last 2 frames)
         env = gym.make(env_id, **kwargs)
         if capture_video and idx == 0:
-            env = gym.wrappers.RecordVideo(env, str(video_dir or "videos"), episode_trigger=lambda _: True)
+            # Only the first episode: a vector env resets a finished sub-env at once, so later ones are partial.
+            env = gym.wrappers.RecordVideo(env, str(video_dir or "videos"), episode_trigger=lambda ep: ep == 0,
+                                           name_prefix=video_prefix)
         env = gym.wrappers.RecordEpisodeStatistics(env)
         if is_atari(env_id):
             env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84)

@@ -97,8 +97,10 @@ def test_smoke_run_writes_the_run_folder(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert {"final_eval_return", "env_steps", "wall_time_s"} <= set(summary) and summary["env_steps"] == 600
     assert "final eval return" in proc.stdout.strip().splitlines()[-1]
-    evaluated = run_script(TRAIN, "--eval-only", "--checkpoint", run / "ckpt/best.pt", "--eval-episodes", "2")
+    evaluated = run_script(TRAIN, "--eval-only", "--checkpoint", run / "ckpt/best.pt", "--eval-episodes", "2",
+                           "--capture-video")
     assert "eval return" in evaluated.stdout
+    assert list((run / "videos").glob("*.mp4"))  # RecordVideo of the evaluated agent
 
 
 @pytest.mark.parametrize("flags", [("--double", "--dueling"), ("--per", "--n-step", "3"),

@@ -152,9 +152,9 @@ def greedy_policy(q_net: torch.nn.Module, device: torch.device):
     return act
 
 
-def eval_env_fn(args: Args, video_dir: Path):
+def eval_env_fn(args: Args, video_dir: Path, video_prefix: str = "eval"):
     return lambda i: rl_utils.make_env(
-        args.env_id, i, capture_video=args.capture_video, video_dir=video_dir,
+        args.env_id, i, capture_video=args.capture_video, video_dir=video_dir, video_prefix=video_prefix,
         discrete_actions=args.discrete_actions, training=False,
     )
 
@@ -228,7 +228,6 @@ def main() -> None:
         run_dir = Path(args.resume).resolve().parent.parent
     logger = rl_utils.RunLogger(args, algo_name(args), run_dir=run_dir, start_step=state["global_step"],
                                 elapsed=ckpt["state"]["elapsed"] if ckpt else 0.0)
-    eval_envs = eval_env_fn(args, logger.run_dir / "videos")
     act = greedy_policy(q_net, device)
 
     def checkpoint(path: Path) -> Path:
@@ -240,6 +239,7 @@ def main() -> None:
         )
 
     def run_eval(step: int) -> float:
+        eval_envs = eval_env_fn(args, logger.run_dir / "videos", video_prefix=f"step{step}")
         returns = rl_utils.evaluate(eval_envs, act, args.eval_episodes, seed=args.seed + 100_000)
         mean = float(returns.mean())
         logger.log_dict({"eval/return": mean, "eval/return_std": float(returns.std())}, step)
