@@ -606,7 +606,6 @@ class RunLogger:
             run_dir = Path(args.runs_dir) / name
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "ckpt").mkdir(exist_ok=True)
         config = {**dataclasses.asdict(args), "algo": algo}
         (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
         self.csv_path = self.run_dir / "metrics.csv"

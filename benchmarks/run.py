@@ -37,12 +37,13 @@ class Entry:
     budget: int
     threshold: float
     flags: tuple[str, ...] = ()
+    baseline: bool = False  # other entries on the same env report their time-to-threshold relative to this one
 
 
 SUITES: dict[str, list[Entry]] = {
     "dqn-cartpole": [
         Entry("dqn", DQN, "CartPole-v1", 50_000, 475),
-        Entry("sb3_dqn (RL Zoo)", "benchmarks/sb3_dqn.py", "CartPole-v1", 50_000, 475),
+        Entry("sb3_dqn (RL Zoo)", "benchmarks/sb3_dqn.py", "CartPole-v1", 50_000, 475, baseline=True),
     ],
     "dqn-variants": [
         Entry("double", DQN, "CartPole-v1", 50_000, 475, ("--double",)),
@@ -97,17 +98,27 @@ def _mean_std(values: list[float]) -> str:
 
 def summarise(rows: list[dict], entries: list[Entry]) -> str:
     lines = ["| algorithm | env | budget | threshold | reached (seeds) | final eval return | steps to threshold "
-             "(median) | s to threshold (mean) | wall s (mean) | SPS |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "(median) | s to threshold (mean) | time vs baseline | wall s (mean) | SPS |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    secs_by_label: dict[tuple[str, str], float | None] = {}
+    for entry in entries:
+        hit = [r for r in rows if r["label"] == entry.label and r["env_id"] == entry.env_id
+               and r["steps_to_threshold"] is not None]
+        secs = [r["seconds_to_threshold"] for r in hit]
+        secs_by_label[entry.label, entry.env_id] = statistics.mean(secs) if secs else None
     for entry in entries:
         mine = [r for r in rows if r["label"] == entry.label and r["env_id"] == entry.env_id]
         hit = [r for r in mine if r["steps_to_threshold"] is not None]
         steps = statistics.median([r["steps_to_threshold"] for r in hit]) if hit else None
-        secs = statistics.mean([r["seconds_to_threshold"] for r in hit]) if hit else None
+        secs = secs_by_label[entry.label, entry.env_id]
+        base = next((e for e in entries if e.baseline and e.env_id == entry.env_id and e is not entry), None)
+        base_secs = secs_by_label.get((base.label, base.env_id)) if base else None
+        ratio = f"{secs / base_secs:.2f}x" if secs and base_secs else "–"
         lines.append(
             f"| {entry.label} | {entry.env_id} | {entry.budget:,} | {entry.threshold:g} | {len(hit)}/{len(mine)} | "
             f"{_mean_std([r['final_eval_return'] for r in mine])} | {'–' if steps is None else f'{steps:,.0f}'} | "
-            f"{'–' if secs is None else f'{secs:.0f}'} | {statistics.mean([r['wall_time_s'] for r in mine]):.0f} | "
+            f"{'–' if secs is None else f'{secs:.0f}'} | {ratio} | "
+            f"{statistics.mean([r['wall_time_s'] for r in mine]):.0f} | "
             f"{statistics.mean([r['sps'] for r in mine]):.0f} |"
         )
     return "\n".join(lines)
