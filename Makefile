@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 1 2 3
 
-.PHONY: setup demo test lint bench bench-dqn clean distclean
+.PHONY: setup demo test lint bench bench-dqn bench-fundamentals bench-d2l clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP) ## create .venv and install everything (only when requirements change)
 
 demo: setup ## train DQN on CartPole-v1 until solved (mean greedy return >= 475)
-	$(BIN)/python classic_rl/dqn/train.py --env-id CartPole-v1 --total-timesteps 100000 --target-return 475
+	$(BIN)/python classic_rl/dqn/train.py --env-id CartPole-v1 --seed 1 --target-return 475
 
 lint: setup
 	$(BIN)/ruff check .
@@ -29,7 +29,16 @@ bench-dqn: setup ## DQN benchmarks (~1 h on 2 cores): writes benchmarks/results/
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite dqn-cartpole --suite dqn-variants \
 		--suite dqn-pendulum --suite dqn-lunarlander
 
-bench: bench-dqn ## every benchmark whose numbers appear in a README
+bench-fundamentals: setup ## bandits, DP, tabular TD (~3 min): README tables and figures
+	$(BIN)/python classic_rl/bandits/train.py --seeds 20 --figures-dir classic_rl/bandits/figures
+	$(BIN)/python classic_rl/dynamic_programming/bench.py --figures-dir classic_rl/dynamic_programming/figures
+	$(BIN)/python classic_rl/tabular/example_6_6.py --runs 50 --episodes 500 --figures-dir classic_rl/tabular/figures
+	$(BIN)/python classic_rl/tabular/success_rates.py
+
+bench-d2l: setup ## every d2l CNN on MNIST-5000 (~25 min): README table and figures
+	$(BIN)/python d2l_notes/bench.py
+
+bench: bench-fundamentals bench-dqn bench-d2l ## every benchmark whose numbers appear in a README
 
 clean: ## remove runs, caches and build leftovers (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis *.egg-info
