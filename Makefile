@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 1 2 3
 
-.PHONY: setup demo test lint bench bench-dqn bench-fundamentals bench-d2l clean distclean
+.PHONY: setup demo test lint bench bench-dqn bench-fundamentals bench-d2l bench-transformer clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,15 @@ bench-fundamentals: setup ## bandits, DP, tabular TD (~3 min): README tables and
 bench-d2l: setup ## every d2l CNN on MNIST-5000 (~25 min): README table and figures
 	$(BIN)/python d2l_notes/bench.py
 
-bench: bench-fundamentals bench-dqn bench-d2l ## every benchmark whose numbers appear in a README
+bench-transformer: setup ## date/copy/reverse tasks, beam search, tokens/s vs nn.Transformer (~25 min)
+	$(BIN)/python transformer_basic/train.py --run-name date
+	$(BIN)/python transformer_basic/train.py --task copy --run-name copy
+	$(BIN)/python transformer_basic/train.py --task reverse --run-name reverse
+	$(BIN)/python transformer_basic/translate.py --checkpoint runs/date/ckpt/best.pt --eval-split test --beam-size 4
+	$(BIN)/python transformer_basic/bench_speed.py
+	$(BIN)/python transformer_basic/bench_speed.py --dropout 0
+
+bench: bench-fundamentals bench-dqn bench-d2l bench-transformer ## every benchmark whose numbers appear in a README
 
 clean: ## remove runs, caches and build leftovers (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis *.egg-info
