@@ -31,6 +31,7 @@ import signal
 import sys
 import textwrap
 import time
+import typing
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
@@ -93,18 +94,24 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a bad flag gives one ``error:`` line (and a pointer to --help) instead of the usage dump."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(cls: type, description: str | None = None) -> argparse.ArgumentParser:
     """An ``argparse`` parser with one ``--flag-name`` per dataclass field (bools also take ``--no-flag``)."""
     docs = _field_docs(cls)
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         description=description or (inspect.getdoc(cls) or "").split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    hints = {f.name: f.type for f in dataclasses.fields(cls)}
-    resolved = __import__("typing").get_type_hints(cls)
+    hints = typing.get_type_hints(cls)  # resolves the string annotations of `from __future__ import annotations`
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
-        kind = resolved.get(field.name, hints[field.name])
+        kind = hints[field.name]
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
         help_text = docs.get(field.name, "")
         if kind is bool:

@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,8 @@ def main() -> None:
     parser.add_argument("--suite", action="append", help="suite name(s); see --list")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds to run")
     parser.add_argument("--out", default="benchmarks/results", help="output folder (one subfolder per suite)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time; >1 shares the cores, so keep 1 when wall-clock is compared")
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
     args = parser.parse_args()
     if args.list or not args.suite:
@@ -141,15 +144,20 @@ def main() -> None:
     for suite in args.suite:
         out = Path(args.out) / suite
         out.mkdir(parents=True, exist_ok=True)
-        rows = [run_entry(e, seed, out) for e in SUITES[suite] for seed in args.seeds]
+        # Seed-major order: with --jobs equal to the number of entries, the entries of one seed run side by side
+        # under the same machine load, which keeps a wall-clock comparison fair on a busy machine.
+        work = [(e, seed) for seed in args.seeds for e in SUITES[suite]]
+        with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+            rows = list(pool.map(lambda job: run_entry(job[0], job[1], out), work))
         with open(out / "results.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
         machine = f"{rl_utils.os.cpu_count()} CPU cores, torch {rl_utils.torch.__version__}"
         table = summarise(rows, SUITES[suite])
+        jobs = f" --jobs {args.jobs}" if args.jobs > 1 else ""
         header = (f"# Benchmark `{suite}`\n\nCommand: `python benchmarks/run.py --suite {suite} --seeds "
-                  f"{' '.join(map(str, args.seeds))}` on {machine}, {time.strftime('%Y-%m-%d')}.\n\n")
+                  f"{' '.join(map(str, args.seeds))}{jobs}` on {machine}, {time.strftime('%Y-%m-%d')}.\n\n")
         (out / "results.md").write_text(header + table + "\n")
         rl_utils.plot_curves([r["run_dir"] for r in rows], out / "curves.png",
                              labels=[f"{r['label']} {r['env_id']}" for r in rows], title=f"benchmark {suite}")

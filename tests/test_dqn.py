@@ -125,6 +125,8 @@ def test_pendulum_discretised_smoke(tmp_path):
     (("--env-id", "CartPole-v9"), "unknown env id"),
     (("--resume", "nope/ckpt.pt"), "checkpoint not found"),
     (("--eval-only",), "--checkpoint"),
+    (("--seed", "x"), "invalid int value"),
+    (("--dubble",), "unrecognized arguments"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     proc = run_script(TRAIN, "--runs-dir", tmp_path, *TINY, *args, check=False)

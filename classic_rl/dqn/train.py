@@ -51,6 +51,8 @@ class Args(rl_utils.CommonArgs):
     """comma-separated hidden layer sizes of the MLP Q-network (vector observations)"""
     learning_rate: float = 2.3e-3
     """Adam learning rate"""
+    anneal_lr: bool = True
+    """decay the learning rate linearly to 0 over the run (keeps a solved policy from being un-learned late)"""
     buffer_size: int = 100_000
     """replay buffer capacity (transitions)"""
     gamma: float = 0.99
@@ -270,6 +272,10 @@ def main() -> None:
             logger.log_episodes(rl_utils.finished_episodes(infos), step)
 
             if step > args.learning_starts and state["iteration"] % args.train_frequency == 0:
+                if args.anneal_lr:
+                    lr = rl_utils.linear_schedule(args.learning_rate, 0.0, args.total_timesteps, step)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
                 if args.per:
                     buffer.beta = rl_utils.linear_schedule(args.per_beta0, 1.0, args.total_timesteps, step)
                 for _ in range(args.gradient_steps):
@@ -282,7 +288,8 @@ def main() -> None:
                     if args.per:
                         buffer.update_priorities(batch.indices, td_errors.cpu().numpy())
                 logger.log_dict({"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item(),
-                                 "charts/epsilon": epsilon}, step)
+                                 "charts/epsilon": epsilon, "charts/learning_rate": optimizer.param_groups[0]["lr"]},
+                                step)
             if step % args.target_network_frequency < args.num_envs:
                 update_target(q_net, target_net, args.tau)
 
