@@ -825,7 +825,7 @@ def plot_curves(
             if len(curves) == 1:
                 ax.plot(*curves[0], label=name)
                 continue
-            grid = np.linspace(0, min(c[0][-1] for c in curves), 200)
+            grid = np.linspace(max(c[0][0] for c in curves), min(c[0][-1] for c in curves), 200)
             ys = np.stack([np.interp(grid, x, y) for x, y in curves])
             mean, std = ys.mean(0), ys.std(0)
             ax.plot(grid, mean, label=f"{name} ({len(curves)} seeds)")
