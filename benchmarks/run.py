@@ -51,6 +51,8 @@ SUITES: dict[str, list[Entry]] = {
         Entry("dueling", DQN, "CartPole-v1", 50_000, 475, ("--dueling",)),
         Entry("per", DQN, "CartPole-v1", 50_000, 475, ("--per",)),
         Entry("3-step", DQN, "CartPole-v1", 50_000, 475, ("--n-step", "3")),
+        Entry("double, lr 1e-3", DQN, "CartPole-v1", 50_000, 475, ("--double", "--learning-rate", "1e-3")),
+        Entry("dueling, lr 1e-3", DQN, "CartPole-v1", 50_000, 475, ("--dueling", "--learning-rate", "1e-3")),
     ],
     "dqn-lunarlander": [
         Entry("double+dueling", DQN, "LunarLander-v3", 300_000, 200, ("--double", "--dueling")),
