@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 1 2 3
 
-.PHONY: setup demo test lint bench bench-dqn bench-fundamentals bench-d2l bench-transformer clean distclean
+.PHONY: setup demo test lint bench bench-dqn bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,28 @@ bench-transformer: setup ## date/copy/reverse tasks, beam search, tokens/s vs nn
 	$(BIN)/python transformer_basic/bench_speed.py
 	$(BIN)/python transformer_basic/bench_speed.py --dropout 0
 
-bench: bench-fundamentals bench-dqn bench-d2l bench-transformer ## every benchmark whose numbers appear in a README
+bench-swin: setup ## Swin on MNIST-5000 (3 seeds, ~35 min), figures, training speed vs timm
+	for s in $(SEEDS); do $(BIN)/python swin_transformer/train.py --seed $$s --run-name swin_mnist5k_$$s || exit 1; done
+	$(BIN)/python swin_transformer/visualize.py --checkpoint runs/swin_mnist5k_1/ckpt/best.pt
+	$(BIN)/python swin_transformer/bench_speed.py
+	$(BIN)/python swin_transformer/bench_speed.py --config tiny --batch-size 8 --repeats 5 --warmup 1
+
+bench-vit: setup ## ViT: MNIST-5000 from scratch, digits, fine-tuning demo, rollout figures, speed vs timm (~20 min)
+	$(BIN)/python vit/train.py --run-name vit_mnist5k_main
+	cp runs/vit_mnist5k_main/learning_curve.png vit/figures/learning_curve_mnist5k.png
+	cp runs/vit_mnist5k_main/confusion_matrix.png vit/figures/confusion_matrix_mnist5k.png
+	$(BIN)/python vit/train.py --dataset digits --run-name vit_digits
+	$(BIN)/python vit/finetune.py --pretrained runs/vit_mnist5k_main/ckpt/best.pt --dataset digits --image-size 35 \
+		--run-name vit_finetune_digits35
+	$(BIN)/python vit/train.py --dataset digits --model vit_micro_patch7_28 --image-size 35 --epochs 13 \
+		--run-name vit_scratch_digits35
+	$(BIN)/python vit/visualize_attention.py --model runs/vit_mnist5k_main/ckpt/best.pt --image mnist5k \
+		--out vit/figures/rollout_mnist5k.png
+	$(BIN)/python vit/visualize_attention.py --random-init vit_tiny_patch16_224 --image chelsea \
+		--out vit/figures/rollout_chelsea_untrained.png
+	$(BIN)/python vit/bench_speed.py --out vit/figures/bench_speed.json
+
+bench: bench-fundamentals bench-dqn bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
 
 clean: ## remove runs, caches and build leftovers (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -616,6 +616,9 @@ class RunLogger:
         config = {**dataclasses.asdict(args), "algo": algo}
         (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
         self.csv_path = self.run_dir / "metrics.csv"
+        if not start_step:  # a fresh run reusing a folder (same --run-name) must not inherit the old curves
+            for stale in [self.csv_path, *self.run_dir.glob("events.out.tfevents.*")]:
+                stale.unlink(missing_ok=True)
         self._truncate_csv(start_step)
         new = not self.csv_path.exists()
         self._csv_file = open(self.csv_path, "a", newline="")  # noqa: SIM115 - closed in close()

@@ -248,3 +248,21 @@ def test_plot_cli_and_errors(tmp_path):
     assert out.stat().st_size > 1000
     proc = run_script("rl_utils.py", "plot", tmp_path / "nope", check=False)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and len(proc.stderr.splitlines()) == 1
+
+
+def test_fresh_run_reusing_a_run_name_starts_clean_but_resume_keeps_history(tmp_path):
+    args = _Args(runs_dir=str(tmp_path), run_name="same")
+    first = rl_utils.RunLogger(args, "algo")
+    for step in (100, 200, 300):
+        first.log("eval/return", 1.0, step)
+    first.close()
+    resumed = rl_utils.RunLogger(args, "algo", run_dir=first.run_dir, start_step=200)  # drops step 300 only
+    resumed.close()
+    assert rl_utils.read_metrics(first.run_dir, "eval/return")[0].tolist() == [100, 200]
+    second = rl_utils.RunLogger(args, "algo")  # same name, not a resume: the old curve must not leak in
+    second.log("eval/return", 2.0, 50)
+    second.close()
+    assert second.run_dir == first.run_dir
+    steps, values, _ = rl_utils.read_metrics(second.run_dir, "eval/return")
+    assert steps.tolist() == [50] and values.tolist() == [2.0]
+    assert len(list(second.run_dir.glob("events.out.tfevents.*"))) == 1

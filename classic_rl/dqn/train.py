@@ -47,8 +47,9 @@ class Args(rl_utils.CommonArgs):
     """PER: initial importance-sampling exponent, annealed linearly to 1 over the run"""
     discrete_actions: int = 0
     """discretise a continuous (Box) action space into this many actions per dimension (0 = off)"""
-    hidden_sizes: str = "256,256"
-    """comma-separated hidden layer sizes of the MLP Q-network (vector observations)"""
+    hidden_sizes: str = "128,128"
+    """comma-separated hidden layer sizes of the MLP Q-network (RL Zoo uses 256,256: 128,128 solves CartPole in as
+    few steps here and its updates are ~1.6x faster on CPU)"""
     learning_rate: float = 2.3e-3
     """Adam learning rate"""
     anneal_lr: bool = True
@@ -86,12 +87,12 @@ PRESETS: dict[str, dict[str, object]] = {
     "LunarLander-v3": dict(
         total_timesteps=300_000, learning_rate=6.3e-4, batch_size=128, buffer_size=50_000, learning_starts=0,
         target_network_frequency=250, train_frequency=4, gradient_steps=1, exploration_fraction=0.12,
-        end_e=0.1, eval_every=20_000,
+        end_e=0.1, eval_every=20_000, hidden_sizes="256,256",
     ),
     "Pendulum-v1": dict(
         total_timesteps=20_000, learning_rate=1e-3, gamma=0.98, batch_size=128, buffer_size=20_000,
         learning_starts=1_000, target_network_frequency=200, train_frequency=1, gradient_steps=1,
-        exploration_fraction=0.25, end_e=0.02, eval_every=2_000,
+        exploration_fraction=0.25, end_e=0.02, eval_every=2_000, hidden_sizes="256,256",
     ),
     "ALE/Pong-v5": dict(
         total_timesteps=10_000_000, learning_rate=1e-4, batch_size=32, buffer_size=100_000,
