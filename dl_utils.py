@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -763,3 +764,37 @@ class BestCheckpoint:
         self.best = metric
         save_checkpoint(self.path, metric=metric, **state)
         return True
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pretrained weights from the Hugging Face hub (timm and transformers both download from it)
+# ----------------------------------------------------------------------------------------------------------------
+def offline_message(source: str, err: BaseException | None = None) -> str:
+    why = f" ({type(err).__name__})" if err is not None else ""
+    return (f"cannot fetch {source!r}: the Hugging Face hub is unreachable{why} and it is not in the local cache; "
+            f"pass a local directory or checkpoint file instead")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connection to the hub (``HF_ENDPOINT`` or huggingface.co:443), so an offline machine is
+    detected in at most ``timeout`` seconds instead of huggingface_hub's five retries (~45 s)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def go_offline_unless_reachable() -> bool:
+    """Set ``HF_HUB_OFFLINE=1`` when the hub cannot be reached (then only the local cache is used). Call it
+    before transformers / huggingface_hub are imported. Returns whether the hub is reachable."""
+    reachable = hub_reachable()
+    if not reachable:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    return reachable

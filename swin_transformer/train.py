@@ -194,9 +194,10 @@ def check_config(cfg: SwinConfig) -> None:
 def load_source_weights(source: str) -> tuple[dict[str, torch.Tensor], SwinConfig | None]:
     """(state_dict in our layout, config if the source records one)."""
     if source.startswith("timm:"):
+        name = source[len("timm:"):]
+        dl_utils.go_offline_unless_reachable()  # before timm imports huggingface_hub: offline = cache only, no retries
         import timm
 
-        name = source[len("timm:"):]
         try:
             from huggingface_hub.utils import logging as hf_logging
 

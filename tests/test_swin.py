@@ -359,6 +359,7 @@ def test_same_seed_same_run_and_finetune(tmp_path):
     (("--dataset", "mnist", "--data-dir", "/nonexistent/mnist"), "data folder not found"),
     (("--config", "huge"), "unknown config"),
     (("--finetune", "/nonexistent/ckpt.pt"), "checkpoint not found"),
+    (("--finetune", "timm:no_such_swin_model"), "cannot load pretrained timm model"),  # offline: fails in seconds
 ])
 def test_bad_input_is_one_error_line(args, message):
     proc = run_script("swin_transformer/train.py", *args, check=False, timeout=120)
