@@ -14,7 +14,7 @@ What lives here is what every image classifier needs and none of them is *about*
   per-layer output shapes (:func:`layer_shapes`), parameter counts;
 - plots of training curves (:func:`plot_history`);
 - added for ViT/Swin (last section): ``cifar10`` and ``imagefolder`` datasets, seeded batch augmentation
-  (:class:`Augment`, :class:`AugmentedLoader`), AdamW/SGD without weight decay on biases, norms and embeddings
+  (:class:`Augment`, passed to :class:`ImageLoader`), AdamW/SGD without weight decay on biases, norms and embeddings
   (:func:`make_optimizer`), per-step warm-up + cosine (:func:`warmup_cosine_scheduler`), a train step with
   gradient clipping and mixed precision (:func:`train_epoch_steps`, :class:`Amp`), confusion matrices and
   best-checkpoint saving (:class:`BestCheckpoint`).
@@ -216,12 +216,16 @@ def load_dataset(name: str, data_dir: str = "") -> ImageData:
 # Batches: uint8 -> float in [0, 1] (d2l's ToTensor, no mean/std normalisation) -> optional resize
 # ----------------------------------------------------------------------------------------------------------------
 def to_float(images: torch.Tensor, resize: int = 0, mean: Sequence[float] | None = None,
-             std: Sequence[float] | None = None) -> torch.Tensor:
+             std: Sequence[float] | None = None,
+             augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """uint8 ``[B, C, H, W]`` -> float ``[B, C, resize, resize]`` in [0, 1] (bilinear, like d2l's Resize), then
-    ``(x - mean) / std`` per channel when given (d2l does not normalise)."""
+    ``augment`` (e.g. :class:`Augment`; on [0, 1] images, so zero padding stays black), then ``(x - mean) / std``
+    per channel when given (d2l does not normalise)."""
     x = images.float().div_(255.0)
     if resize and tuple(x.shape[-2:]) != (resize, resize):
         x = F.interpolate(x, size=(resize, resize), mode="bilinear", align_corners=False, antialias=True)
+    if augment is not None:
+        x = augment(x)
     if mean is not None and std is not None:
         x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
     return x
@@ -239,9 +243,9 @@ class ImageLoader:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False, resize: int = 0,
                  seed: int = 0, device: torch.device | str = "cpu", mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None):
+                 std: Sequence[float] | None = None, augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.augment = mean, std, augment
         self.resize, self.seed, self.device, self.epoch = resize, seed, torch.device(device), 0
 
     def __len__(self) -> int:
@@ -256,7 +260,8 @@ class ImageLoader:
             order = torch.arange(len(self.y))
         for i in range(0, len(order), self.batch_size):
             idx = order[i:i + self.batch_size]
-            yield to_float(self.x[idx], self.resize, self.mean, self.std).to(self.device), self.y[idx].to(self.device)
+            x = to_float(self.x[idx], self.resize, self.mean, self.std, self.augment)
+            yield x.to(self.device), self.y[idx].to(self.device)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -555,32 +560,6 @@ class Augment:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
-
-
-class AugmentedLoader(ImageLoader):
-    """:class:`ImageLoader` that applies ``augment`` to each float batch between scaling to [0, 1] (and resizing)
-    and the mean/std normalisation, so zero padding stays black."""
-
-    def __init__(self, *args, augment: Callable[[torch.Tensor], torch.Tensor] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.augment = augment
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.augment is None:
-            yield from super().__iter__()
-            return
-        if self.shuffle:
-            order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(self.seed * 100_003
-                                                                                        + self.epoch))
-            self.epoch += 1
-        else:
-            order = torch.arange(len(self.y))
-        for i in range(0, len(order), self.batch_size):
-            idx = order[i:i + self.batch_size]
-            x = self.augment(to_float(self.x[idx], self.resize))
-            if self.mean is not None and self.std is not None:
-                x = (x - torch.tensor(self.mean).view(1, -1, 1, 1)) / torch.tensor(self.std).view(1, -1, 1, 1)
-            yield x.to(self.device), self.y[idx].to(self.device)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -325,9 +325,8 @@ def main() -> None:
     mean, std = dl_utils.channel_stats(data.train_x) if args.normalize else (None, None)
     augment = dl_utils.Augment(degrees=args.aug_degrees, translate=args.aug_translate,
                                scale=(1 - args.aug_zoom, 1 + args.aug_zoom), flip=args.aug_flip, seed=args.seed)
-    train_loader = dl_utils.AugmentedLoader(data.train_x, data.train_y, args.batch_size, shuffle=True,
-                                            resize=resize, seed=args.seed, device=device, mean=mean, std=std,
-                                            augment=augment)
+    train_loader = dl_utils.ImageLoader(data.train_x, data.train_y, args.batch_size, shuffle=True, resize=resize,
+                                        seed=args.seed, device=device, mean=mean, std=std, augment=augment)
     test_loader = dl_utils.ImageLoader(data.test_x, data.test_y, 256, resize=resize, device=device, mean=mean,
                                        std=std)
     amp = dl_utils.Amp(device, enabled=args.amp)

@@ -193,9 +193,8 @@ def fit(args: Any, model: VisionTransformer, data: dl_utils.ImageData, optimizer
     size = model.cfg.image_size
     resize = size if size != data.image_shape[1] else 0
     augment = make_augment(args)
-    train_loader = dl_utils.AugmentedLoader(data.train_x, data.train_y, args.batch_size, shuffle=True,
-                                            resize=resize, seed=args.seed, device=device, mean=mean, std=std,
-                                            augment=augment)
+    train_loader = dl_utils.ImageLoader(data.train_x, data.train_y, args.batch_size, shuffle=True, resize=resize,
+                                        seed=args.seed, device=device, mean=mean, std=std, augment=augment)
     test_loader = dl_utils.ImageLoader(data.test_x, data.test_y, 256, resize=resize, device=device, mean=mean,
                                        std=std)
     steps_per_epoch = min(len(train_loader), args.max_batches or len(train_loader))
