@@ -604,12 +604,12 @@ class RunLogger:
     step, tag, value, wall_time). ``wall_time`` counts seconds of training, carried across resumes."""
 
     def __init__(self, args: Any, algo: str, run_dir: str | Path | None = None, start_step: int = 0,
-                 elapsed: float = 0.0):
+                 elapsed: float = 0.0, task: str = ""):
         from torch.utils.tensorboard import SummaryWriter
 
-        if run_dir is None:
-            env = getattr(args, "env_id", "env").replace("/", "-")
-            name = args.run_name or f"{env}__{algo}__{args.seed}__{int(time.time())}"
+        if run_dir is None:  # a new run: <runs_dir>/<--run-name> or {task}__{algo}__{seed}__{time}, task = env id
+            task = (task or getattr(args, "env_id", "env")).replace("/", "-")
+            name = args.run_name or f"{task}__{algo}__{args.seed}__{int(time.time())}"
             run_dir = Path(args.runs_dir) / name
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)

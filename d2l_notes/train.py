@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,12 +150,8 @@ def main() -> None:
         rl_utils.set_rng_state(ckpt["rng"])
         train_loader.epoch = state["epoch"]  # the batch order of epoch e depends only on (seed, e)
         run_dir = Path(args.resume).resolve().parent.parent
-    elif args.run_name:
-        run_dir = Path(args.runs_dir) / args.run_name
-    else:
-        run_dir = Path(args.runs_dir) / f"{args.dataset}__{args.model}__{args.seed}__{int(time.time())}"
     logger = rl_utils.RunLogger(args, args.model, run_dir=run_dir, start_step=state["epoch"],
-                                elapsed=ckpt["state"]["elapsed"] if ckpt else 0.0)
+                                elapsed=ckpt["state"]["elapsed"] if ckpt else 0.0, task=args.dataset)
     print(f"{MODELS[args.model].title}: {n_params:,} parameters, input {input_shape}, {len(data.train_y)} train / "
           f"{len(data.test_y)} test images ({data.source}), device {device}")
 

@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -333,6 +332,7 @@ def main() -> None:
     loss_fn = functools.partial(F.cross_entropy, label_smoothing=args.label_smoothing)
 
     state = {"epoch": 0, "best_test_acc": 0.0, "best_epoch": 0, "train_seconds": 0.0, "images": 0}
+    run_dir = None  # a new run: RunLogger names the folder
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -342,12 +342,8 @@ def main() -> None:
         rl_utils.set_rng_state(ckpt["rng"])
         train_loader.epoch = state["epoch"]  # the batch order of epoch e depends only on (seed, e)
         run_dir = Path(args.resume).resolve().parent.parent
-    elif args.run_name:
-        run_dir = Path(args.runs_dir) / args.run_name
-    else:
-        run_dir = Path(args.runs_dir) / f"{args.dataset}__swin_{args.config}__{args.seed}__{int(time.time())}"
     logger = rl_utils.RunLogger(args, f"swin_{args.config}", run_dir=run_dir, start_step=state["epoch"],
-                                elapsed=ckpt["state"]["elapsed"] if ckpt else 0.0)
+                                elapsed=ckpt["state"]["elapsed"] if ckpt else 0.0, task=args.dataset)
     best = dl_utils.BestCheckpoint(logger.run_dir / "ckpt" / "best.pt", best=state["best_test_acc"] if ckpt else -1)
     stages = " -> ".join(f"{r}x{r}" for r in cfg.stage_resolutions())
     print(f"Swin '{args.config}' ({n_params:,} parameters; C {cfg.embed_dim}, depths {list(cfg.depths)}, heads "

@@ -257,8 +257,7 @@ def main() -> None:
           f"{args.tokenizer} vocabulary {len(tok)}, model {n_params / 1e6:.2f}M parameters, device {device}")
     print("example:", repr(train_pairs[0][0]), "->", repr(train_pairs[0][1]))
 
-    run_dir = Path(args.runs_dir) / (args.run_name or f"{args.task}__transformer__{args.seed}__{int(time.time())}")
-    logger = rl_utils.RunLogger(args, "transformer", run_dir=run_dir)
+    logger = rl_utils.RunLogger(args, "transformer", task=args.task)
     rng = np.random.default_rng(args.seed)  # batch order
     state = {"step": 0, "best_acc": -1.0, "last_acc": math.nan, "train_time": 0.0, "tokens": 0}
     dcfg_dict = dataclasses.asdict(dcfg)

@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +207,7 @@ def fit(args: Any, model: VisionTransformer, data: dl_utils.ImageData, optimizer
     amp = dl_utils.Amp(device, args.amp)
     loss_fn = functools.partial(F.cross_entropy, label_smoothing=args.label_smoothing)
     state = {"epoch": 0, "step": 0, "best_test_acc": 0.0, "train_seconds": 0.0, "images": 0}
+    run_dir = None  # a new run: RunLogger names the folder
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -218,11 +218,8 @@ def fit(args: Any, model: VisionTransformer, data: dl_utils.ImageData, optimizer
         rl_utils.set_rng_state(ckpt["rng"])
         train_loader.epoch = state["epoch"]  # the batch order of epoch e depends only on (seed, e)
         run_dir = Path(args.resume).resolve().parent.parent
-    else:
-        run_dir = Path(args.runs_dir) / (args.run_name or f"{args.dataset}__{run_name}__{args.seed}__"
-                                                          f"{int(time.time())}")
     logger = rl_utils.RunLogger(args, run_name, run_dir=run_dir, start_step=state["epoch"],
-                                elapsed=ckpt["state"]["elapsed"] if ckpt else 0.0)
+                                elapsed=ckpt["state"]["elapsed"] if ckpt else 0.0, task=args.dataset)
     n_params = dl_utils.count_parameters(model)
     print(f"{run_name}: {n_params:,} parameters, {size}px, patch {model.cfg.patch_size} "
           f"({model.cfg.num_patches} tokens + {model.num_prefix_tokens}), {len(data.train_y)} train / "
