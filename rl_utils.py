@@ -132,6 +132,27 @@ def explicit_flags(cls: type, argv: Sequence[str] | None = None) -> set[str]:
     return set(vars(parser.parse_known_args(argv)[0]))
 
 
+def _limits(cls: type) -> dict[str, tuple[float | None, float | None]]:
+    """``LIMITS`` class attributes merged along the MRO: field name -> (lowest, highest) allowed, None = open."""
+    merged: dict[str, tuple[float | None, float | None]] = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(vars(klass).get("LIMITS", {}))
+    return merged
+
+
+def check_limits(args: Any) -> None:
+    """Validate every field with a declared range once, at the edge: one :class:`UsageError` naming the flag."""
+    for name, (low, high) in _limits(type(args)).items():
+        value = getattr(args, name)
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, float) and math.isnan(value):
+            raise UsageError(f"{flag} must be a number, got nan")
+        if low is not None and value < low:
+            raise UsageError(f"{flag} must be >= {low:g}, got {value:g}")
+        if high is not None and value > high:
+            raise UsageError(f"{flag} must be <= {high:g}, got {value:g}")
+
+
 def parse_args(
     cls: type[T],
     argv: Sequence[str] | None = None,
@@ -141,36 +162,69 @@ def parse_args(
     """Parse the command line into an instance of the dataclass ``cls``; ``--help`` lists every field's doc.
 
     ``presets`` maps a value of ``preset_key`` (an env id) to tuned defaults, in the spirit of RL Zoo's
-    hyperparameter files: they replace the dataclass defaults, never a flag the user typed."""
+    hyperparameter files: they replace the dataclass defaults, never a flag the user typed. Fields named in a
+    ``LIMITS`` class attribute are range-checked here, so every script gets the same one-line errors."""
     namespace = vars(build_parser(cls).parse_args(argv))
     if presets and namespace.get(preset_key) in presets:
         given = explicit_flags(cls, argv)
         for key, value in presets[namespace[preset_key]].items():
             if key not in given:
                 namespace[key] = value
-    return cls(**namespace)
+    args = cls(**namespace)
+    check_limits(args)
+    return args
+
+
+def parse_run_args(
+    cls: type[T],
+    argv: Sequence[str] | None = None,
+    presets: dict[str, dict[str, Any]] | None = None,
+    preset_key: str = "env_id",
+) -> tuple[T, Checkpoint | None]:
+    """:func:`parse_args`, then ``--resume``: load that checkpoint (a file, or a run folder meaning its
+    ``ckpt/latest.pt``), check that this script wrote it, and continue with the saved arguments, overridden only
+    by flags typed now. Returns ``(args, checkpoint or None)``."""
+    args = parse_args(cls, argv, presets, preset_key)
+    resume = getattr(args, "resume", "")
+    if not resume:
+        return args, None
+    ckpt = open_checkpoint(resume, cls)
+    given = explicit_flags(cls, argv) - {"resume"}
+    args = cls(**{**ckpt.args, **{k: getattr(args, k) for k in given}, "resume": resume})
+    check_limits(args)
+    return args, ckpt
 
 
 @dataclasses.dataclass
-class CommonArgs:
+class RunArgs:
+    """Flags every training script has, RL or DL: what the shared :func:`setup` and :class:`Run` read."""
+
+    seed: int = 1
+    """seed of python, numpy, torch and the envs / data order: same seed -> same run on CPU"""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda"""
+    torch_threads: int = 1
+    """torch CPU threads; 1 is fastest for small networks on a shared 2-core machine (2 ran 8-30x slower)"""
+    runs_dir: str = "runs"
+    """folder that receives the run folder {task}__{algo}__{seed}__{time}"""
+    run_name: str = ""
+    """override the run folder name"""
+    resume: str = ""
+    """checkpoint file, or run folder (its ckpt/latest.pt), to continue from exactly"""
+
+    LIMITS: typing.ClassVar[dict[str, tuple[float | None, float | None]]] = {"torch_threads": (0, None)}
+
+
+@dataclasses.dataclass
+class CommonArgs(RunArgs):
     """Flags shared by every RL train.py."""
 
     env_id: str = "CartPole-v1"
     """gymnasium environment id"""
-    seed: int = 1
-    """seed of python, numpy, torch and the envs: same seed -> same run on CPU"""
     total_timesteps: int = 50_000
     """environment steps to train for (summed over all parallel envs)"""
     num_envs: int = 1
     """parallel environments in the SyncVectorEnv"""
-    device: str = "auto"
-    """auto (CUDA when present), cpu or cuda"""
-    torch_threads: int = 1
-    """torch CPU threads; 1 is fastest for small MLPs on a 2-core machine"""
-    runs_dir: str = "runs"
-    """folder that receives the run folder {env}__{algo}__{seed}__{time}"""
-    run_name: str = ""
-    """override the run folder name"""
     capture_video: bool = False
     """record videos of evaluation episodes into <run>/videos"""
     eval_every: int = 5_000
@@ -181,14 +235,17 @@ class CommonArgs:
     """env steps between checkpoints kept as ckpt/step_N.pt (0 = only at the end and on Ctrl-C)"""
     save_buffer: bool = False
     """include the replay buffer in checkpoints (needed for an exact resume of off-policy runs)"""
-    resume: str = ""
-    """checkpoint to continue from; the run continues in that checkpoint's run folder"""
     eval_only: bool = False
     """only evaluate --checkpoint (add --capture-video to record it) and exit"""
     checkpoint: str = ""
     """checkpoint to evaluate with --eval-only"""
-    target_return: float = math.nan
-    """stop early once a deterministic evaluation reaches this mean return (nan = never)"""
+    target_return: float = math.inf
+    """stop early once a deterministic evaluation reaches this mean return (inf = never)"""
+
+    LIMITS: typing.ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "total_timesteps": (1, None), "num_envs": (1, None), "eval_every": (0, None), "eval_episodes": (1, None),
+        "checkpoint_every": (0, None),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -214,7 +271,7 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def setup(args: CommonArgs) -> torch.device:
+def setup(args: RunArgs) -> torch.device:
     """Seed everything, set the torch thread count and choose the device."""
     set_seed(args.seed)
     if args.torch_threads > 0:
@@ -255,6 +312,7 @@ def make_env(
     capture_video: bool = False,
     video_dir: str | Path | None = None,
     discrete_actions: int = 0,
+    unit_actions: bool = False,
     training: bool = True,
     max_episode_steps: int | None = None,
     video_prefix: str = "rl-video",
@@ -262,7 +320,9 @@ def make_env(
     """A thunk building one env: ``RecordEpisodeStatistics`` (raw returns), optional ``RecordVideo`` on env 0,
     ``DiscretizeAction`` when ``discrete_actions > 0``, and for Atari the standard DQN preprocessing
     (``AtariPreprocessing`` 84x84 grey, frame-skip 4, no-op starts, 4-frame stack; sign-clipped rewards only when
-    ``training``). Seeding happens in ``envs.reset(seed=...)``."""
+    ``training``). ``unit_actions`` gives a Box action space as [-1, 1]: the policy's actions are clipped to it
+    and rescaled linearly to the env's own bounds (gymnasium's ``ClipAction`` over ``RescaleAction``), so one
+    Gaussian or tanh policy fits every Box env. Seeding happens in ``envs.reset(seed=...)``."""
 
     def thunk() -> gym.Env:
         kwargs: dict[str, Any] = {}
@@ -287,6 +347,8 @@ def make_env(
             env = gym.wrappers.FrameStackObservation(env, stack_size=4)
         if discrete_actions > 0:
             env = gym.wrappers.DiscretizeAction(env, bins=discrete_actions)
+        if unit_actions and isinstance(env.action_space, gym.spaces.Box):
+            env = gym.wrappers.ClipAction(gym.wrappers.RescaleAction(env, -1.0, 1.0))
         return env
 
     return thunk
@@ -296,34 +358,166 @@ def make_vec_env(
     env_id: str,
     num_envs: int,
     seed: int,
+    *,
+    norm_obs: bool = False,
+    norm_reward: bool = False,
+    gamma: float = 0.99,
+    clip: float = 10.0,
     **env_kwargs: Any,
-) -> gym.vector.SyncVectorEnv:
+) -> gym.vector.VectorEnv:
     """``num_envs`` copies of :func:`make_env` in a ``SyncVectorEnv`` (faster than Async on 2 cores) in
-    ``SAME_STEP`` autoreset mode; reset with seeds ``seed, seed+1, ...`` and the action space seeded too."""
+    ``SAME_STEP`` autoreset mode; reset with seeds ``seed, seed+1, ...`` and the action space seeded too.
+
+    ``norm_obs`` / ``norm_reward`` add running-statistics normalisation over all sub-envs together
+    (:class:`NormalizeObservation`, :class:`NormalizeReward`), clipped to ``±clip``. Their statistics are part of
+    the env state every checkpoint stores (:func:`get_env_state`) and are frozen in evaluation."""
     check_env_id(env_id)
-    envs = gym.vector.SyncVectorEnv(
+    envs: gym.vector.VectorEnv = gym.vector.SyncVectorEnv(
         [make_env(env_id, i, **env_kwargs) for i in range(num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
     envs.action_space.seed(seed)
+    if norm_obs:
+        require_space(envs.single_observation_space, (gym.spaces.Box,), "--norm-obs", what="observation")
+        envs = NormalizeObservation(envs, clip=clip)
+    if norm_reward:
+        envs = NormalizeReward(envs, gamma=gamma, clip=clip)
     return envs
+
+
+class NormalizeObservation(gym.vector.VectorObservationWrapper):
+    """Observations standardised with running mean/variance shared by all sub-envs, then clipped to ``±clip``.
+
+    gymnasium's own vector ``NormalizeObservation`` refuses ``SAME_STEP`` autoreset, and its single-env version
+    keeps separate statistics in every sub-env. This one also normalises ``infos["final_obs"]`` (the real last
+    observation a truncated episode bootstraps from), and it has a ``state_dict`` so the statistics travel with
+    every checkpoint. ``frozen`` stops the updates (evaluation, ``--eval-only``)."""
+
+    def __init__(self, env: gym.vector.VectorEnv, clip: float = 10.0, epsilon: float = 1e-8):
+        super().__init__(env)
+        from gymnasium.wrappers.utils import RunningMeanStd
+
+        shape = env.single_observation_space.shape
+        self.single_observation_space = gym.spaces.Box(-clip, clip, shape, np.float32)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.obs_rms = RunningMeanStd(shape=shape, dtype=np.float64)
+        self.clip, self.epsilon, self.frozen = clip, epsilon, False
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        scaled = (obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon)
+        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
+
+    def observations(self, observations: np.ndarray) -> np.ndarray:
+        if not self.frozen:
+            self.obs_rms.update(observations)
+        return self.normalize(observations)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
+        obs, rewards, terminated, truncated, infos = super().step(actions)
+        if "_final_obs" in infos:  # same statistics as the step's own observations, no second update
+            final = infos["final_obs"].copy()
+            for i in np.flatnonzero(infos["_final_obs"]):
+                final[i] = self.normalize(final[i])
+            infos = {**infos, "final_obs": final}
+        return obs, rewards, terminated, truncated, infos
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.obs_rms.mean.copy(), "var": self.obs_rms.var.copy(), "count": self.obs_rms.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if np.shape(state["mean"]) != self.obs_rms.mean.shape:
+            raise UsageError(f"saved observation statistics have shape {np.shape(state['mean'])}, the env "
+                             f"{self.obs_rms.mean.shape}")
+        self.obs_rms.mean, self.obs_rms.var, self.obs_rms.count = state["mean"].copy(), state["var"].copy(), \
+            state["count"]
+
+
+class NormalizeReward(gym.wrappers.vector.NormalizeReward):
+    """gymnasium's vector ``NormalizeReward`` (rewards scaled by the running std of the discounted return;
+    it supports ``SAME_STEP``), clipped to ``±clip``, with a ``state_dict`` for checkpoints."""
+
+    def __init__(self, env: gym.vector.VectorEnv, gamma: float = 0.99, clip: float = 10.0):
+        super().__init__(env, gamma=gamma)
+        self.clip = clip
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
+        obs, rewards, terminated, truncated, infos = super().step(actions)
+        return obs, np.clip(rewards, -self.clip, self.clip), terminated, truncated, infos
+
+    def state_dict(self) -> dict[str, Any]:
+        rms = self.return_rms
+        return {"mean": rms.mean, "var": rms.var, "count": rms.count,
+                "accumulated_reward": self.accumulated_reward.copy(), "prev_dones": self._prev_dones.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.return_rms.mean, self.return_rms.var, self.return_rms.count = state["mean"], state["var"], \
+            state["count"]
+        self.accumulated_reward[...] = state["accumulated_reward"]
+        self._prev_dones[...] = state["prev_dones"]
+
+
+def find_wrapper(envs: gym.vector.VectorEnv, cls: type) -> Any:
+    """The first vector wrapper of type ``cls`` around ``envs`` (None if there is none)."""
+    while isinstance(envs, gym.vector.VectorWrapper):
+        if isinstance(envs, cls):
+            return envs
+        envs = envs.env
+    return None
+
+
+# Which of the playground's algorithms fit which spaces: the hint of :func:`require_space`.
+ALGORITHMS_FOR_SPACE: dict[str, str] = {
+    "Discrete action": "DQN (classic_rl/dqn), REINFORCE, Actor-Critic, A2C, PPO",
+    "Box action": "REINFORCE, Actor-Critic, A2C, PPO (classic_rl/{reinforce,actor_critic,a2c,ppo}); DQN only with "
+                  "--discrete-actions N",
+    "Box observation": "every MLP policy",
+    "Dict observation": "goal-conditioned algorithms (flatten the Dict with gymnasium.wrappers.FlattenObservation "
+                        "for an MLP)",
+}
+
+
+def require_space(space: gym.Space, kinds: tuple[type, ...], algo: str, what: str = "action",
+                  hint: str = "") -> gym.Space:
+    """``space`` itself when it is one of ``kinds``; otherwise a one-line :class:`UsageError` that names the
+    algorithms of the playground that do fit it (``what`` is "action" or "observation")."""
+    if isinstance(space, kinds):
+        return space
+    wanted = " or ".join(k.__name__ for k in kinds)
+    fits = ALGORITHMS_FOR_SPACE.get(f"{type(space).__name__} {what}")
+    fits = f"; for a {type(space).__name__} {what} space use {fits}" if fits else ""
+    raise UsageError(f"{algo} needs a {wanted} {what} space, but the env has {space}{hint or fits}")
+
+
+def require_vector_obs(space: gym.Space, algo: str) -> int:
+    """The size of a flat Box observation (what an MLP takes); one-line :class:`UsageError` for Dict, image or
+    other observations."""
+    require_space(space, (gym.spaces.Box,), algo, what="observation")
+    if len(space.shape) != 1:
+        raise UsageError(f"{algo} needs flat vector observations, but the env gives shape {space.shape} (images "
+                         f"need a CNN policy, e.g. classic_rl/dqn on ALE/Pong-v5)")
+    return int(space.shape[0])
 
 
 def require_discrete(envs: gym.vector.VectorEnv, algo: str, hint: str = "") -> int:
     """Number of actions of a Discrete action space; a clear :class:`UsageError` otherwise."""
-    space = envs.single_action_space
-    if not isinstance(space, gym.spaces.Discrete):
-        raise UsageError(f"{algo} needs a discrete action space, but the env has {space}{hint}")
-    return int(space.n)
+    return int(require_space(envs.single_action_space, (gym.spaces.Discrete,), algo, hint=hint).n)
 
 
-def real_next_obs(next_obs: np.ndarray, infos: dict) -> np.ndarray:
+def real_next_obs(next_obs: Any, infos: dict) -> Any:
     """The true next observation of every sub-env: ``next_obs`` except where an episode just ended, where the
-    vector env already reset and put the last observation in ``infos["final_obs"]``."""
+    vector env already reset and put the last observation in ``infos["final_obs"]``. Works for array
+    observations and for Dict observations (a dict of arrays, with ``final_obs`` an array of per-env dicts)."""
     if "_final_obs" not in infos:
         return next_obs
+    done = np.flatnonzero(infos["_final_obs"])
+    if isinstance(next_obs, dict):
+        real = {key: value.copy() for key, value in next_obs.items()}
+        for i in done:
+            for key in real:
+                real[key][i] = infos["final_obs"][i][key]
+        return real
     real = next_obs.copy()
-    for i in np.flatnonzero(infos["_final_obs"]):
+    for i in done:
         real[i] = infos["final_obs"][i]
     return real
 
@@ -337,41 +531,107 @@ def finished_episodes(infos: dict) -> list[tuple[float, int]]:
     return [(float(ep["r"][i]), int(ep["l"][i])) for i in np.flatnonzero(mask)]
 
 
+class EvalResult(NamedTuple):
+    """What :func:`evaluate` measured, one entry per episode."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+    successes: np.ndarray  # 1.0 / 0.0 from the env's final ``is_success`` info; nan when the env reports none
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.successes)) if not np.isnan(self.successes).any() else math.nan
+
+    def log_dict(self, prefix: str = "eval") -> dict[str, float]:
+        out = {f"{prefix}/return": float(self.returns.mean()), f"{prefix}/return_std": float(self.returns.std()),
+               f"{prefix}/length": float(self.lengths.mean())}
+        if not math.isnan(self.success_rate):
+            out[f"{prefix}/success_rate"] = self.success_rate
+        return out
+
+
 def evaluate(
     env_fn: Callable[[int], Callable[[], gym.Env]],
-    act: Callable[[np.ndarray], np.ndarray],
+    policy: Callable[[Any], np.ndarray],
     episodes: int,
     seed: int,
-) -> np.ndarray:
-    """Run ``episodes`` episodes in parallel (one per sub-env, each seeded ``seed + i``) with the policy ``act``
-    (a batch of observations -> a batch of actions) and return their undiscounted returns."""
-    envs = gym.vector.SyncVectorEnv(
+    obs_norm: NormalizeObservation | None = None,
+) -> EvalResult:
+    """Run ``episodes`` episodes in parallel (one per sub-env, each seeded ``seed + i``) with ``policy`` (a batch
+    of observations -> a batch of actions) and report returns, lengths and success.
+
+    A policy that keeps state across steps (a recurrent net, a Transformer's context) exposes
+    ``policy.reset(mask)``; it is called with all-True before the first step and with the mask of sub-envs whose
+    episode just ended. ``obs_norm`` applies the training envs' observation statistics, frozen."""
+    envs: gym.vector.VectorEnv = gym.vector.SyncVectorEnv(
         [env_fn(i) for i in range(episodes)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
+    if obs_norm is not None:
+        frozen = NormalizeObservation(envs, clip=obs_norm.clip, epsilon=obs_norm.epsilon)
+        frozen.load_state_dict(obs_norm.state_dict())
+        frozen.frozen = True
+        envs = frozen
+    reset = getattr(policy, "reset", None)
     obs, _ = envs.reset(seed=seed)
-    returns = np.zeros(episodes)
+    if reset is not None:
+        reset(np.ones(episodes, dtype=bool))
+    returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
+    successes = np.full(episodes, np.nan)
     done = np.zeros(episodes, dtype=bool)
     while not done.all():
-        obs, reward, terminated, truncated, _ = envs.step(act(obs))
+        obs, reward, terminated, truncated, infos = envs.step(policy(obs))
         returns += np.where(done, 0.0, reward)
-        done |= terminated | truncated
+        lengths += ~done
+        ended = (terminated | truncated) & ~done
+        final = infos.get("final_info", {})
+        if "is_success" in final:
+            for i in np.flatnonzero(ended & final["_is_success"]):
+                successes[i] = float(final["is_success"][i])
+        done |= ended
+        if reset is not None and ended.any():
+            reset(ended)
     envs.close()
-    return returns
+    return EvalResult(returns, lengths, successes)
 
 
-def get_env_state(envs: gym.vector.SyncVectorEnv) -> list[bytes] | None:
-    """Pickled sub-envs (classic control, toy text, ...) so that a resume continues mid-episode exactly.
-    ``None`` when an env cannot be pickled (MuJoCo, Box2D, ALE): the resume then starts fresh episodes."""
+def get_env_state(envs: gym.vector.VectorEnv) -> dict[str, Any]:
+    """What a checkpoint keeps of a vector env: the pickled sub-envs (classic control, toy text, ...) so that a
+    resume continues mid-episode exactly (``None`` when one cannot be pickled: MuJoCo, Box2D, ALE, and the resume
+    starts fresh episodes), and the state of every vector wrapper with a ``state_dict`` (normalisation
+    statistics), which is always kept."""
     try:
-        return [pickle.dumps(env) for env in envs.envs]
+        sub_envs = [pickle.dumps(env) for env in envs.unwrapped.envs]
     except Exception:  # noqa: BLE001 - any pickling failure just means "not restorable"
-        return None
+        sub_envs = None
+    wrappers = {}
+    while isinstance(envs, gym.vector.VectorWrapper):
+        if hasattr(envs, "state_dict"):
+            wrappers[type(envs).__name__] = envs.state_dict()
+        envs = envs.env
+    return {"sub_envs": sub_envs, "wrappers": wrappers}
 
 
-def set_env_state(envs: gym.vector.SyncVectorEnv, state: list[bytes] | None) -> bool:
-    if state is None or len(state) != len(envs.envs):
+def set_env_state(envs: gym.vector.VectorEnv, state: dict[str, Any] | None) -> bool:
+    """Restore :func:`get_env_state`; True when the sub-envs themselves were restored (same episodes)."""
+    if state is None:
         return False
-    envs.envs = [pickle.loads(blob) for blob in state]
+    saved = dict(state.get("wrappers", {}))
+    wrapper = envs
+    while isinstance(wrapper, gym.vector.VectorWrapper):
+        if hasattr(wrapper, "load_state_dict"):
+            name = type(wrapper).__name__
+            if name not in saved:
+                raise UsageError(f"the checkpoint has no {name} statistics (was it trained without them?)")
+            wrapper.load_state_dict(saved.pop(name))
+        wrapper = wrapper.env
+    if saved:
+        raise UsageError(f"the checkpoint carries {', '.join(saved)} statistics this env does not use (pass the "
+                         f"same normalisation flags)")
+    blobs = state.get("sub_envs")
+    base = envs.unwrapped
+    if blobs is None or len(blobs) != len(base.envs):
+        return False
+    base.envs = [pickle.loads(blob) for blob in blobs]
     return True
 
 
@@ -388,37 +648,107 @@ def linear_schedule(start: float, end: float, duration: float, t: float) -> floa
 # ----------------------------------------------------------------------------------------------------------------
 # Replay buffers
 # ----------------------------------------------------------------------------------------------------------------
+def _as_space(space: gym.Space | tuple[int, ...]) -> gym.Space:
+    """A shape tuple stands for a float32 Box of that shape (handy in tests)."""
+    if isinstance(space, gym.Space):
+        return space
+    return gym.spaces.Box(-np.inf, np.inf, tuple(space), np.float32)
+
+
+def alloc_for_space(space: gym.Space, lead: tuple[int, ...]) -> Any:
+    """Zeros for ``lead + space.shape`` with the space's dtype; a dict of such arrays for a Dict space."""
+    if isinstance(space, gym.spaces.Dict):
+        return {key: alloc_for_space(sub, lead) for key, sub in space.spaces.items()}
+    if space.shape is None:
+        raise UsageError(f"cannot store observations of space {space} (no fixed shape)")
+    return np.zeros((*lead, *space.shape), dtype=space.dtype)
+
+
+def _write(store: Any, idx: Any, value: Any) -> None:
+    if isinstance(store, dict):
+        for key in store:
+            _write(store[key], idx, value[key])
+    else:
+        store[idx] = value
+
+
+def _read(store: Any, idx: Any) -> Any:
+    return {k: _read(v, idx) for k, v in store.items()} if isinstance(store, dict) else store[idx]
+
+
+def to_tensor(value: Any, device: torch.device | str = "cpu") -> Any:
+    """``torch.as_tensor`` that also maps over a dict (Dict observations)."""
+    if isinstance(value, dict):
+        return {k: to_tensor(v, device) for k, v in value.items()}
+    return torch.as_tensor(value, device=device)
+
+
 class ReplayBatch(NamedTuple):
     """A sampled batch; the TD target is ``rewards + discounts * (1 - dones) * V(next_obs)``."""
 
-    obs: torch.Tensor
+    obs: Any  # [B, ...] tensor, or a dict of them for Dict observations
     actions: torch.Tensor
     rewards: torch.Tensor  # n-step discounted reward sum
-    next_obs: torch.Tensor  # observation to bootstrap from
+    next_obs: Any  # observation to bootstrap from
     dones: torch.Tensor  # 1.0 where the window hit a *termination* (no bootstrap)
     discounts: torch.Tensor  # gamma ** (number of rewards summed)
     weights: torch.Tensor  # importance-sampling weights (ones for uniform replay)
     indices: np.ndarray  # flat buffer indices, for priority updates
+    extras: dict[str, torch.Tensor] = {}  # the buffer's extra per-step fields (skills, behaviour probabilities...)
+
+
+def n_step_returns(
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    t: np.ndarray,
+    e: np.ndarray,
+    n: int,
+    gamma: float,
+    available: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """n-step targets from ``[T, num_envs]`` arrays (a ring: rows wrap modulo T), for windows starting at rows
+    ``t`` of env columns ``e``. ``available[i]`` = rows from ``t[i]`` up to the newest written one.
+
+    R = Σ_{k<m} γ^k r_{t+k}, discount = γ^m, where the window of m ≤ n rewards stops after the first terminated
+    step (done: no bootstrap), the first truncated step (bootstrap from that step's real final observation) or
+    the newest row. Returns (R, γ^m, done, the row whose next_obs to bootstrap from). A pure function, so
+    distributed actors can compute targets on their own trajectory chunks."""
+    steps = len(rewards)
+    ret = np.zeros(len(t), dtype=np.float64)
+    discount = np.ones(len(t), dtype=np.float64)
+    done = np.zeros(len(t), dtype=bool)
+    alive = np.ones(len(t), dtype=bool)
+    boot = t.copy()
+    for k in range(n):
+        row = (t + k) % steps
+        active = alive & (k < available)
+        ret += np.where(active, discount * rewards[row, e], 0.0)
+        discount = np.where(active, discount * gamma, discount)
+        boot = np.where(active, row, boot)
+        term, trunc = terminated[row, e], truncated[row, e]
+        done |= active & term
+        alive = active & ~(term | trunc)
+    return ret.astype(np.float32), discount.astype(np.float32), done, boot
 
 
 class ReplayBuffer:
-    """Preallocated circular buffer for ``num_envs`` parallel envs (layout ``[time, env]``).
+    """Preallocated circular buffer for ``num_envs`` parallel envs (layout ``[time, env]``), built from the
+    gymnasium spaces (Box, Discrete, MultiBinary, Dict observations) plus optional extra named per-step fields
+    (``extras={"skill": Discrete(10)}``, stored and returned in ``batch.extras``).
 
     ``add`` takes one vector step. ``terminated`` and ``truncated`` are stored separately; ``next_obs`` must be
-    the *real* next observation (see :func:`real_next_obs`). n-step returns are computed when sampling by walking
-    forward along the same env's column: the sum stops at the first terminated step (no bootstrap) or truncated
-    step (bootstrap from its real final observation), and at the newest written step (a shorter window is still
-    a valid target, with its own ``gamma ** m``)."""
+    the *real* next observation (see :func:`real_next_obs`). n-step returns are computed when sampling
+    (:func:`n_step_returns`), walking forward along the same env's column."""
 
     def __init__(
         self,
         capacity: int,
         num_envs: int,
-        obs_shape: tuple[int, ...],
-        obs_dtype: Any = np.float32,
-        action_shape: tuple[int, ...] = (),
-        action_dtype: Any = np.int64,
+        obs_space: gym.Space | tuple[int, ...],
+        action_space: gym.Space | None = None,
         *,
+        extras: dict[str, gym.Space] | None = None,
         gamma: float = 0.99,
         n_step: int = 1,
         device: torch.device | str = "cpu",
@@ -426,91 +756,271 @@ class ReplayBuffer:
     ):
         if n_step < 1:
             raise UsageError(f"--n-step must be >= 1, got {n_step}")
+        if capacity < 1:
+            raise UsageError(f"--buffer-size must be >= 1, got {capacity}")
         self.steps = max(capacity // num_envs, 1)  # rows per env column
         self.num_envs = num_envs
         self.gamma, self.n_step = gamma, n_step
         self.device = torch.device(device)
-        self.obs = np.zeros((self.steps, num_envs, *obs_shape), dtype=obs_dtype)
-        self.next_obs = np.zeros_like(self.obs)
-        self.actions = np.zeros((self.steps, num_envs, *action_shape), dtype=action_dtype)
-        self.rewards = np.zeros((self.steps, num_envs), dtype=np.float32)
-        self.terminated = np.zeros((self.steps, num_envs), dtype=bool)
-        self.truncated = np.zeros((self.steps, num_envs), dtype=bool)
+        lead = (self.steps, num_envs)
+        obs_space = _as_space(obs_space)
+        self.obs = alloc_for_space(obs_space, lead)
+        self.next_obs = alloc_for_space(obs_space, lead)
+        self.actions = alloc_for_space(action_space or gym.spaces.Discrete(2), lead)
+        self.extras = {name: alloc_for_space(space, lead) for name, space in (extras or {}).items()}
+        self.rewards = np.zeros(lead, dtype=np.float32)
+        self.terminated = np.zeros(lead, dtype=bool)
+        self.truncated = np.zeros(lead, dtype=bool)
         self.pos, self.full = 0, False
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return (self.steps if self.full else self.pos) * self.num_envs
 
-    def add(
-        self,
-        obs: np.ndarray,
-        next_obs: np.ndarray,
-        actions: np.ndarray,
-        rewards: np.ndarray,
-        terminated: np.ndarray,
-        truncated: np.ndarray,
-    ) -> np.ndarray:
-        """Store one transition per env; returns the flat indices written."""
+    def add(self, obs: Any, next_obs: Any, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
+            truncated: np.ndarray, **extras: Any) -> np.ndarray:
+        """Store one transition per env (and each extra field by name); returns the flat indices written."""
+        if set(extras) != set(self.extras):
+            raise ValueError(f"extra fields {sorted(extras)} do not match the buffer's {sorted(self.extras)}")
         p = self.pos
-        self.obs[p], self.next_obs[p], self.actions[p] = obs, next_obs, actions
+        _write(self.obs, p, obs)
+        _write(self.next_obs, p, next_obs)
+        self.actions[p] = actions
         self.rewards[p], self.terminated[p], self.truncated[p] = rewards, terminated, truncated
+        for name, value in extras.items():
+            _write(self.extras[name], p, value)
         self.pos = (p + 1) % self.steps
         self.full = self.full or self.pos == 0
         return p * self.num_envs + np.arange(self.num_envs)
 
-    def _to(self, array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(array, device=self.device)
-
     def n_step_targets(self, t: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(reward sums, discounts, dones, bootstrap rows) for start rows ``t`` of env columns ``e``."""
-        batch = len(t)
         available = (self.pos - t - 1) % self.steps + 1 if self.full else self.pos - t  # rows t..newest
-        ret = np.zeros(batch, dtype=np.float64)
-        discount = np.ones(batch, dtype=np.float64)
-        done = np.zeros(batch, dtype=bool)
-        alive = np.ones(batch, dtype=bool)
-        boot = t.copy()
-        for k in range(self.n_step):
-            row = (t + k) % self.steps
-            active = alive & (k < available)
-            ret += np.where(active, discount * self.rewards[row, e], 0.0)
-            discount = np.where(active, discount * self.gamma, discount)
-            boot = np.where(active, row, boot)
-            term, trunc = self.terminated[row, e], self.truncated[row, e]
-            done |= active & term
-            alive = active & ~(term | trunc)
-        return ret.astype(np.float32), discount.astype(np.float32), done, boot
+        return n_step_returns(self.rewards, self.terminated, self.truncated, t, e, self.n_step, self.gamma,
+                              available)
 
     def _batch(self, flat: np.ndarray, weights: np.ndarray | None = None) -> ReplayBatch:
         t, e = flat // self.num_envs, flat % self.num_envs
         ret, discount, done, boot = self.n_step_targets(t, e)
+        dev = self.device
         return ReplayBatch(
-            obs=self._to(self.obs[t, e]),
-            actions=self._to(self.actions[t, e]),
-            rewards=self._to(ret),
-            next_obs=self._to(self.next_obs[boot, e]),
-            dones=self._to(done.astype(np.float32)),
-            discounts=self._to(discount),
-            weights=self._to(np.ones(len(flat), np.float32) if weights is None else weights.astype(np.float32)),
+            obs=to_tensor(_read(self.obs, (t, e)), dev),
+            actions=to_tensor(self.actions[t, e], dev),
+            rewards=to_tensor(ret, dev),
+            next_obs=to_tensor(_read(self.next_obs, (boot, e)), dev),
+            dones=to_tensor(done.astype(np.float32), dev),
+            discounts=to_tensor(discount, dev),
+            weights=to_tensor(np.ones(len(flat), np.float32) if weights is None else weights.astype(np.float32),
+                              dev),
             indices=flat,
+            extras={name: to_tensor(_read(store, (t, e)), dev) for name, store in self.extras.items()},
         )
 
     def sample(self, batch_size: int) -> ReplayBatch:
         return self._batch(self.rng.integers(0, len(self), size=batch_size))
 
     def state_dict(self) -> dict[str, Any]:
-        names = ("obs", "next_obs", "actions", "rewards", "terminated", "truncated", "pos", "full")
+        names = ("obs", "next_obs", "actions", "extras", "rewards", "terminated", "truncated", "pos", "full")
         return {**{k: getattr(self, k) for k in names}, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             if key == "rng":
                 self.rng.bit_generator.state = value
-            elif isinstance(getattr(self, key, None), np.ndarray):
-                getattr(self, key)[...] = value
             elif key in ("pos", "full"):
                 setattr(self, key, value)
+            else:
+                _copy_into(getattr(self, key), value)
+
+
+def _copy_into(store: Any, value: Any) -> None:
+    if isinstance(store, dict):
+        for key in store:
+            _copy_into(store[key], value[key])
+    else:
+        store[...] = value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# On-policy rollouts: storage [num_steps, num_envs], returns and GAE that cut at episode ends
+# ----------------------------------------------------------------------------------------------------------------
+def discounted_returns(rewards: torch.Tensor, next_values: torch.Tensor, cuts: torch.Tensor,
+                       gamma: float) -> torch.Tensor:
+    """Reward-to-go over ``[T, N]`` arrays: G_t = r_t + γ · (next_values_t if the chain stops after t else
+    G_{t+1}). The chain stops where ``cuts`` is True (the episode ended at t) and after the last row;
+    ``next_values`` holds what to bootstrap from there: 0 for a termination, V(final obs) for a truncation, the
+    critic's (or 0's) value of the next observation after the last row. Monte-Carlo REINFORCE collects whole
+    episodes, so every chain ends in a cut."""
+    out = torch.zeros_like(rewards)
+    future = next_values[-1]
+    for t in reversed(range(len(rewards))):
+        future = rewards[t] + gamma * torch.where(cuts[t], next_values[t], future)
+        out[t] = future
+    return out
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, cuts: torch.Tensor, gamma: float,
+        lam: float) -> torch.Tensor:
+    """Generalized Advantage Estimation (Schulman et al. 2016) over ``[T, N]`` arrays.
+
+    δ_t = r_t + γ V(s'_t) − V(s_t), where V(s'_t) = ``next_values`` is the value of the *real* next state: the
+    next row's value inside an episode, V(final obs) where a time limit truncated it, 0 where it terminated.
+    A_t = δ_t + γλ (1 − cut_t) A_{t+1}: the sum never crosses an episode end (``cuts``), and stops after the last
+    row. λ = 1 gives the Monte-Carlo advantage G_t − V(s_t); λ = 0 the one-step TD error."""
+    adv = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    deltas = rewards + gamma * next_values - values
+    keep = (~cuts).to(rewards.dtype) * (gamma * lam)
+    for t in reversed(range(len(rewards))):
+        running = deltas[t] + keep[t] * running
+        adv[t] = running
+    return adv
+
+
+class RolloutBatch(NamedTuple):
+    """A minibatch of rollout steps: flat ``[B, ...]`` from :meth:`RolloutBuffer.minibatches`, or ``[L, B, ...]``
+    sequences from :meth:`RolloutBuffer.sequences` (then ``episode_starts`` marks where a new episode begins, so
+    a recurrent or attention policy can reset its memory there)."""
+
+    obs: Any
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    episode_starts: torch.Tensor
+    extras: dict[str, torch.Tensor]
+
+
+class RolloutBuffer:
+    """On-policy storage, ``[num_steps, num_envs]``, as torch tensors on ``device``.
+
+    Per step: ``obs`` (the observation the action was taken in), ``actions``, ``logprobs`` and ``values`` of the
+    acting policy, ``rewards``, ``terminated``/``truncated``, and ``final_values`` = V(real final observation)
+    where the step was truncated (what a time-limit end bootstraps from). ``episode_starts[t]`` is derived: True
+    where ``obs[t]`` is the first observation of an episode (carried across rollouts). Extra per-step fields
+    are declared by space: ``extras={"skill": Discrete(8)}``.
+
+    After :meth:`compute_advantages`, :meth:`minibatches` yields shuffled flat minibatches and :meth:`sequences`
+    contiguous chunks of one env's steps."""
+
+    def __init__(self, num_steps: int, num_envs: int, obs_space: gym.Space, action_space: gym.Space, *,
+                 extras: dict[str, gym.Space] | None = None, device: torch.device | str = "cpu"):
+        self.num_steps, self.num_envs, self.device = num_steps, num_envs, torch.device(device)
+        lead = (num_steps, num_envs)
+
+        def zeros(space: gym.Space) -> Any:
+            arrays = alloc_for_space(space, lead)
+            return to_tensor(arrays, self.device)
+
+        self.obs = zeros(obs_space)
+        self.actions = zeros(action_space)
+        self.extras = {name: zeros(space) for name, space in (extras or {}).items()}
+        f32 = dict(dtype=torch.float32, device=self.device)
+        self.logprobs, self.values, self.rewards, self.final_values = (torch.zeros(lead, **f32) for _ in range(4))
+        self.terminated, self.truncated, self.episode_starts = (
+            torch.zeros(lead, dtype=torch.bool, device=self.device) for _ in range(3))
+        self.advantages, self.returns = torch.zeros(lead, **f32), torch.zeros(lead, **f32)
+        self.next_start = torch.ones(num_envs, dtype=torch.bool, device=self.device)  # first rollout: all new
+        self.pos = 0
+
+    def add(self, obs: Any, actions: Any, logprobs: torch.Tensor, values: torch.Tensor, rewards: Any,
+            terminated: Any, truncated: Any, final_values: torch.Tensor | None = None, **extras: Any) -> None:
+        if self.pos >= self.num_steps:
+            raise RuntimeError("rollout buffer full: call reset() after the update")
+        t, dev = self.pos, self.device
+        _write(self.obs, t, to_tensor(obs, dev))
+        self.actions[t] = to_tensor(actions, dev)
+        self.logprobs[t], self.values[t] = logprobs.detach(), values.detach()
+        self.rewards[t] = to_tensor(rewards, dev)
+        self.terminated[t], self.truncated[t] = to_tensor(terminated, dev), to_tensor(truncated, dev)
+        self.final_values[t] = 0.0 if final_values is None else final_values.detach()
+        for name, value in extras.items():
+            _write(self.extras[name], t, to_tensor(value, dev))
+        self.episode_starts[t] = self.next_start
+        self.next_start = self.terminated[t] | self.truncated[t]
+        self.pos += 1
+
+    @property
+    def cuts(self) -> torch.Tensor:
+        """True where an episode ended at step t (terminated or truncated): returns and GAE stop there."""
+        return self.terminated | self.truncated
+
+    def next_values(self, last_values: torch.Tensor) -> torch.Tensor:
+        """V of the real next state of every step: the next row's value, ``last_values`` after the last row,
+        ``final_values`` where truncated, 0 where terminated."""
+        nxt = torch.cat([self.values[1:], last_values.detach().view(1, -1)])
+        nxt = torch.where(self.truncated, self.final_values, nxt)
+        return torch.where(self.terminated, torch.zeros_like(nxt), nxt)
+
+    def compute_advantages(self, last_values: torch.Tensor, gamma: float, lam: float) -> None:
+        """Fill ``advantages`` (GAE(λ)) and ``returns`` (= advantages + values, the critic's target)."""
+        self.advantages = gae(self.rewards, self.values, self.next_values(last_values), self.cuts, gamma, lam)
+        self.returns = self.advantages + self.values
+
+    def compute_returns(self, last_values: torch.Tensor, gamma: float) -> None:
+        """Fill ``returns`` with the discounted reward-to-go and ``advantages`` with returns − values."""
+        self.returns = discounted_returns(self.rewards, self.next_values(last_values), self.cuts, gamma)
+        self.advantages = self.returns - self.values
+
+    def _select(self, t: Any, e: Any) -> RolloutBatch:
+        return RolloutBatch(
+            obs=_read(self.obs, (t, e)), actions=self.actions[t, e], logprobs=self.logprobs[t, e],
+            values=self.values[t, e], advantages=self.advantages[t, e], returns=self.returns[t, e],
+            episode_starts=self.episode_starts[t, e],
+            extras={name: _read(store, (t, e)) for name, store in self.extras.items()},
+        )
+
+    def all(self) -> RolloutBatch:
+        """Every step, flattened to ``[T * N, ...]`` (time-major)."""
+        idx = torch.arange(self.num_steps * self.num_envs, device=self.device)
+        return self._select(idx // self.num_envs, idx % self.num_envs)
+
+    def minibatches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterable[RolloutBatch]:
+        """Flat minibatches over a fresh permutation of all T·N steps (the last one may be smaller)."""
+        perm = torch.randperm(self.num_steps * self.num_envs, generator=generator).to(self.device)
+        for start in range(0, len(perm), batch_size):
+            idx = perm[start:start + batch_size]
+            yield self._select(idx // self.num_envs, idx % self.num_envs)
+
+    def sequences(self, seq_len: int, seqs_per_batch: int,
+                  generator: torch.Generator | None = None) -> Iterable[RolloutBatch]:
+        """Minibatches of ``seqs_per_batch`` contiguous chunks of ``seq_len`` steps of one env each, shaped
+        ``[seq_len, B, ...]``, chunks shuffled. ``episode_starts`` shows where episodes begin inside a chunk."""
+        if self.num_steps % seq_len:
+            raise UsageError(f"the rollout length {self.num_steps} is not a multiple of the sequence length {seq_len}")
+        chunks = self.num_steps // seq_len
+        order = torch.randperm(chunks * self.num_envs, generator=generator).to(self.device)
+        offsets = torch.arange(seq_len, device=self.device).view(-1, 1)  # [L, 1]
+        for start in range(0, len(order), seqs_per_batch):
+            ids = order[start:start + seqs_per_batch]
+            t = (ids // self.num_envs) * seq_len + offsets  # [L, B]
+            e = (ids % self.num_envs).expand_as(t)
+            yield self._select(t, e)
+
+    def reset(self) -> None:
+        self.pos = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Only what carries over between rollouts (a checkpoint is taken between updates)."""
+        return {"next_start": self.next_start.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.next_start = state["next_start"].to(self.device)
+
+
+def values_of_final_obs(value_fn: Callable[[Any], torch.Tensor], next_obs: Any, infos: dict,
+                        terminated: np.ndarray, truncated: np.ndarray, device: torch.device) -> torch.Tensor:
+    """V(real final observation) for the sub-envs a time limit truncated in this step, 0 elsewhere: what a
+    truncated episode bootstraps from (terminated ones bootstrap from nothing)."""
+    out = torch.zeros(len(terminated), device=device)
+    cut = truncated & ~terminated
+    if cut.any():
+        final = real_next_obs(next_obs, infos)
+        idx = np.flatnonzero(cut)
+        with torch.no_grad():
+            out[torch.as_tensor(idx, device=device)] = value_fn(to_tensor(_read(final, idx), device)).view(-1)
+    return out
 
 
 class SumTree:
@@ -599,20 +1109,35 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 METRICS_FIELDS = ("step", "tag", "value", "wall_time")
 
 
-class RunLogger:
-    """Everything a run writes. ``log(tag, value, step)`` goes to TensorBoard and to ``metrics.csv`` (long format:
-    step, tag, value, wall_time). ``wall_time`` counts seconds of training, carried across resumes."""
+class Run:
+    """A run folder and everything written into it: ``config.json``, TensorBoard events, ``metrics.csv`` (long
+    format: step, tag, value, wall_time), ``summary.json``, a progress bar, and checkpoints in ``ckpt/``.
 
-    def __init__(self, args: Any, algo: str, run_dir: str | Path | None = None, start_step: int = 0,
-                 elapsed: float = 0.0, task: str = ""):
+    ``log(tag, value, step)`` goes to TensorBoard and to the CSV; ``wall_time`` counts seconds of training,
+    carried across resumes. ``save(name, step, **objects)`` writes ``ckpt/<name>.pt`` with the objects' states, the
+    arguments, the step, the elapsed time and every RNG state; ``restore(ckpt, **objects)`` puts them back, so a
+    script never repeats the resume block. Given a checkpoint (from :func:`parse_run_args`), the run continues in
+    that checkpoint's folder and drops whatever was logged after the checkpoint's step."""
+
+    def __init__(self, args: Any, algo: str, resume: Checkpoint | None = None, task: str = ""):
         from torch.utils.tensorboard import SummaryWriter
 
-        if run_dir is None:  # a new run: <runs_dir>/<--run-name> or {task}__{algo}__{seed}__{time}, task = env id
+        self.args, self.algo = args, algo
+        start_step, elapsed = (resume.step, resume.elapsed) if resume is not None else (0, 0.0)
+        if resume is not None:
+            run_dir = resume.run_dir
+        else:  # a new run: <runs_dir>/<--run-name> or {task}__{algo}__{seed}__{time}, task = env id by default
             task = (task or getattr(args, "env_id", "env")).replace("/", "-")
             name = args.run_name or f"{task}__{algo}__{args.seed}__{int(time.time())}"
             run_dir = Path(args.runs_dir) / name
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as err:
+            raise UsageError(f"cannot write the run folder {self.run_dir}: {err.strerror or err}") from None
         config = {**dataclasses.asdict(args), "algo": algo}
         (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
         self.csv_path = self.run_dir / "metrics.csv"
@@ -625,7 +1150,8 @@ class RunLogger:
         self._csv = csv.writer(self._csv_file)
         if new:
             self._csv.writerow(METRICS_FIELDS)
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=start_step if start_step else None)
+        # purge_step drops events logged *after* the checkpoint (TensorBoard purges steps >= purge_step).
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=start_step + 1 if start_step else None)
         self.writer.add_text(
             "hyperparameters",
             "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in config.items()),
@@ -633,6 +1159,32 @@ class RunLogger:
         self._t0 = time.time() - elapsed
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.bar = None
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "ckpt"
+
+    def save(self, name: str, step: int, **objects: Any) -> Path:
+        """Atomically write ``ckpt/<name>.pt``: each object's state (see :func:`state_of`), plus the script that
+        wrote it, its arguments, ``step``, the elapsed training time and the RNG states."""
+        return save_checkpoint(
+            self.ckpt_dir / f"{name}.pt", script=script_id(type(self.args)), algo=self.algo,
+            args=dataclasses.asdict(self.args), step=step, elapsed=self.elapsed,
+            **{key: state_of(obj) for key, obj in objects.items()},
+        )
+
+    @staticmethod
+    def restore(ckpt: Checkpoint, **objects: Any) -> bool:
+        """Load each named object from ``ckpt`` (see :func:`load_state_into`), then the RNG states (last, so
+        nothing done while restoring consumes random numbers). Returns False if a vector env among the objects
+        could not be restored exactly (it then starts fresh episodes)."""
+        exact = True
+        for key, obj in objects.items():
+            if key not in ckpt.state:
+                raise UsageError(f"checkpoint {ckpt.path} has no {key!r}: it was written by another version")
+            exact &= load_state_into(obj, ckpt.state[key]) is not False
+        set_rng_state(ckpt.state["rng"])
+        return exact
 
     def _truncate_csv(self, step: int) -> None:
         """On resume, drop rows written after the checkpoint so the continued run does not duplicate them."""
@@ -678,6 +1230,8 @@ class RunLogger:
         self.bar.update(n)
 
     def write_summary(self, **summary: Any) -> Path:
+        """``summary.json``: the run's headline numbers (every RL script writes at least ``final_eval_return``,
+        ``env_steps`` and ``wall_time_s``, which ``benchmarks/run.py`` reads)."""
         path = self.run_dir / "summary.json"
         path.write_text(json.dumps(summary, indent=2, default=float))
         return path
@@ -691,6 +1245,9 @@ class RunLogger:
             self.bar.close()
         self._csv_file.close()
         self.writer.close()
+
+
+RunLogger = Run  # the older name, still used by the vision scripts
 
 
 def read_metrics(run_dir: str | Path, tag: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -754,6 +1311,100 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # noqa: BLE001
         raise UsageError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+
+
+def script_id(cls: type) -> str:
+    """The script an Args class belongs to, relative to the repo root (``classic_rl/ppo/train.py``): stored in
+    every checkpoint so that another script's checkpoint is refused with one line instead of a KeyError."""
+    path = Path(inspect.getfile(cls)).resolve()
+    root = Path(__file__).resolve().parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A loaded checkpoint: where it lives and what it holds (``state``, as written by :meth:`Run.save`)."""
+
+    path: Path
+    state: dict[str, Any]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.resolve().parent.parent  # <run>/ckpt/<name>.pt
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return self.state["args"]
+
+    @property
+    def step(self) -> int:
+        return int(self.state.get("step", 0))
+
+    @property
+    def elapsed(self) -> float:
+        return float(self.state.get("elapsed", 0.0))
+
+    def __getitem__(self, key: str) -> Any:
+        return self.state[key]
+
+
+def open_checkpoint(path: str | Path, cls: type | None = None) -> Checkpoint:
+    """Load a checkpoint for the script whose arguments are ``cls``. ``path`` may be a run folder (its
+    ``ckpt/latest.pt`` is used). One-line :class:`UsageError` for a missing or corrupt file, a checkpoint another
+    script wrote, or arguments this script does not have."""
+    path = Path(path)
+    if path.is_dir():
+        latest = path / "ckpt" / "latest.pt"
+        if not latest.is_file():
+            raise UsageError(f"no checkpoint in run folder {path} (expected {latest})")
+        path = latest
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or "args" not in state:
+        raise UsageError(f"{path} is not a checkpoint written by this project's scripts")
+    if cls is not None:
+        mine, theirs = script_id(cls), state.get("script")
+        if theirs is not None and theirs != mine:
+            raise UsageError(f"{path} was written by {theirs}, not {mine}: give a checkpoint of this script")
+        unknown = sorted(set(state["args"]) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise UsageError(f"{path} has arguments this script does not know ({', '.join(unknown[:4])}): it was "
+                             f"written by another script or version")
+    return Checkpoint(path, state)
+
+
+def state_of(obj: Any) -> Any:
+    """What a checkpoint stores for ``obj``: ``state_dict()`` for modules, optimizers, buffers and anything else
+    that has one; the fields of a dataclass; the bit-generator state of a numpy Generator; the sub-envs and
+    normalisation statistics of a vector env (:func:`get_env_state`); other values as they are."""
+    if isinstance(obj, gym.vector.VectorEnv):
+        return get_env_state(obj)
+    if hasattr(obj, "state_dict") and not isinstance(obj, dict):
+        return obj.state_dict()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, np.random.Generator):
+        return obj.bit_generator.state
+    return obj
+
+
+def load_state_into(obj: Any, state: Any) -> bool | None:
+    """The inverse of :func:`state_of`, in place. Returns :func:`set_env_state`'s answer for a vector env."""
+    if isinstance(obj, gym.vector.VectorEnv):
+        return set_env_state(obj, state)
+    if hasattr(obj, "load_state_dict") and not isinstance(obj, dict):
+        try:
+            obj.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UsageError(f"checkpoint does not fit this configuration: {first}") from None
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for key, value in state.items():
+            setattr(obj, key, value)
+    elif isinstance(obj, np.random.Generator):
+        obj.bit_generator.state = state
+    else:
+        raise TypeError(f"cannot restore an object of type {type(obj).__name__} in place")
+    return None
 
 
 class GracefulInterrupt:

@@ -12,7 +12,6 @@ Read top to bottom: arguments, the loss (the part DQN is about), then the traini
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import sys
 import time
@@ -169,35 +168,44 @@ def algo_name(args: Args) -> str:
     return "_".join(parts)
 
 
+@dataclass
+class Progress:
+    """Counters a checkpoint carries (restored by ``rl_utils.Run.restore``)."""
+
+    global_step: int = 0
+    iteration: int = 0
+    best_eval: float = -math.inf
+    last_eval: float = math.nan
+
+
 def eval_only(args: Args) -> None:
     if not args.checkpoint:
         raise rl_utils.UsageError("--eval-only needs --checkpoint PATH")
-    ckpt = rl_utils.load_checkpoint(args.checkpoint)
-    saved = Args(**{**ckpt["args"], "capture_video": args.capture_video, "eval_episodes": args.eval_episodes})
+    ckpt = rl_utils.open_checkpoint(args.checkpoint, Args)
+    saved = Args(**{**ckpt.args, "capture_video": args.capture_video, "eval_episodes": args.eval_episodes})
     device = rl_utils.setup(saved)
     envs = rl_utils.make_vec_env(saved.env_id, 1, saved.seed, discrete_actions=saved.discrete_actions)
     q_net, _ = build(saved, envs, device)
-    q_net.load_state_dict(ckpt["q_net"])
-    video_dir = Path(args.checkpoint).resolve().parent.parent / "videos"
-    returns = rl_utils.evaluate(eval_env_fn(saved, video_dir), greedy_policy(q_net, device),
-                                saved.eval_episodes, seed=saved.seed + 100_000)
+    rl_utils.load_state_into(q_net, ckpt["q_net"])
+    video_dir = ckpt.run_dir / "videos"
+    result = rl_utils.evaluate(eval_env_fn(saved, video_dir), greedy_policy(q_net, device),
+                               saved.eval_episodes, seed=saved.seed + EVAL_SEED_OFFSET)
     if args.capture_video:
         print(f"videos: {video_dir}")
-    print(f"eval return {returns.mean():.1f} ± {returns.std():.1f} over {len(returns)} episodes "
-          f"({saved.env_id}, checkpoint step {ckpt['state']['global_step']})")
+    print(f"eval return {result.returns.mean():.1f} ± {result.returns.std():.1f} over {len(result.returns)} "
+          f"episodes ({saved.env_id}, checkpoint step {ckpt.step})")
+
+
+# Evaluation episodes use seeds far from the training envs' (seed, seed+1, ...) so they are never the same.
+EVAL_SEED_OFFSET = 100_000
 
 
 def main() -> None:
-    args = rl_utils.parse_args(Args, presets=PRESETS)
+    args, ckpt = rl_utils.parse_run_args(Args, presets=PRESETS)
     if args.eval_only:
         return eval_only(args)
     if args.loss not in ("huber", "mse"):
         raise rl_utils.UsageError(f"--loss must be huber or mse, got {args.loss!r}")
-    ckpt = None
-    if args.resume:
-        ckpt = rl_utils.load_checkpoint(args.resume)
-        given = rl_utils.explicit_flags(Args) - {"resume"}
-        args = Args(**{**ckpt["args"], **{k: getattr(args, k) for k in given}, "resume": args.resume})
     device = rl_utils.setup(args)
 
     envs = rl_utils.make_vec_env(args.env_id, args.num_envs, args.seed, discrete_actions=args.discrete_actions)
@@ -205,61 +213,50 @@ def main() -> None:
     n_actions = int(envs.single_action_space.n)
     # fused: one kernel for all parameters, ~1.5x faster updates on CPU for small nets
     optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, fused=True)
-    obs_space = envs.single_observation_space
     buffer_cls = rl_utils.PrioritizedReplayBuffer if args.per else rl_utils.ReplayBuffer
     extra = {"alpha": args.per_alpha} if args.per else {}
-    buffer = buffer_cls(args.buffer_size, args.num_envs, obs_space.shape, obs_space.dtype, gamma=args.gamma,
-                        n_step=args.n_step, device=device, seed=args.seed, **extra)
+    buffer = buffer_cls(args.buffer_size, args.num_envs, envs.single_observation_space, envs.single_action_space,
+                        gamma=args.gamma, n_step=args.n_step, device=device, seed=args.seed, **extra)
     rng = np.random.default_rng(args.seed)  # exploration draws, checkpointed for an exact resume
 
     obs, _ = envs.reset(seed=args.seed)
-    state = {"global_step": 0, "iteration": 0, "best_eval": -math.inf, "last_eval": math.nan}
-    run_dir = None
+    progress = Progress()
     if ckpt is not None:
-        q_net.load_state_dict(ckpt["q_net"])
-        target_net.load_state_dict(ckpt["target_net"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state.update(ckpt["state"])
-        rng.bit_generator.state = ckpt["explore_rng"]
-        if ckpt.get("buffer") is not None:
-            buffer.load_state_dict(ckpt["buffer"])
+        exact = rl_utils.Run.restore(ckpt, q_net=q_net, target_net=target_net, optimizer=optimizer,
+                                     progress=progress, explore_rng=rng, envs=envs)
+        if ckpt["buffer"] is not None:
+            rl_utils.load_state_into(buffer, ckpt["buffer"])
         else:
             print("note: checkpoint has no replay buffer (--save-buffer): refilling it, the resume is not exact")
-        if rl_utils.set_env_state(envs, ckpt.get("env_state")):
+        if exact:
             obs = ckpt["obs"]
-        rl_utils.set_rng_state(ckpt["rng"])
-        run_dir = Path(args.resume).resolve().parent.parent
-    logger = rl_utils.RunLogger(args, algo_name(args), run_dir=run_dir, start_step=state["global_step"],
-                                elapsed=ckpt["state"]["elapsed"] if ckpt else 0.0)
+    logger = rl_utils.Run(args, algo_name(args), resume=ckpt)
     act = greedy_policy(q_net, device)
 
-    def checkpoint(path: Path) -> Path:
-        state["elapsed"] = logger.elapsed
-        return rl_utils.save_checkpoint(
-            path, q_net=q_net, target_net=target_net, optimizer=optimizer, args=dataclasses.asdict(args),
-            state=dict(state), explore_rng=rng.bit_generator.state, obs=obs,
-            env_state=rl_utils.get_env_state(envs), buffer=buffer.state_dict() if args.save_buffer else None,
-        )
+    def checkpoint(name: str) -> Path:
+        return logger.save(name, progress.global_step, q_net=q_net, target_net=target_net, optimizer=optimizer,
+                           progress=progress, explore_rng=rng, envs=envs, obs=obs,
+                           buffer=buffer if args.save_buffer else None)
 
     def run_eval(step: int) -> float:
         eval_envs = eval_env_fn(args, logger.run_dir / "videos", video_prefix=f"step{step}")
-        returns = rl_utils.evaluate(eval_envs, act, args.eval_episodes, seed=args.seed + 100_000)
-        mean = float(returns.mean())
-        logger.log_dict({"eval/return": mean, "eval/return_std": float(returns.std())}, step)
-        state["last_eval"] = mean
-        if mean >= state["best_eval"]:
-            state["best_eval"] = mean
-            checkpoint(logger.run_dir / "ckpt" / "best.pt")
-        print(f"step {step:>8d} | eval return {mean:8.1f} ± {returns.std():6.1f} | {logger.elapsed:6.0f}s")
+        result = rl_utils.evaluate(eval_envs, act, args.eval_episodes, seed=args.seed + EVAL_SEED_OFFSET)
+        mean = float(result.returns.mean())
+        logger.log_dict(result.log_dict(), step)
+        progress.last_eval = mean
+        if mean >= progress.best_eval:
+            progress.best_eval = mean
+            checkpoint("best")
+        print(f"step {step:>8d} | eval return {mean:8.1f} ± {result.returns.std():6.1f} | {logger.elapsed:6.0f}s")
         return mean
 
     exploration_steps = args.exploration_fraction * args.total_timesteps
-    bar = logger.progress(args.total_timesteps, state["global_step"])
-    sps_t0, sps_step0 = time.time(), state["global_step"]
+    bar = logger.progress(args.total_timesteps, progress.global_step)
+    sps_t0, sps_step0 = time.time(), progress.global_step
     interrupt = rl_utils.GracefulInterrupt()
     with interrupt.installed():
-        while state["global_step"] < args.total_timesteps and not interrupt.requested:
-            step = state["global_step"]
+        while progress.global_step < args.total_timesteps and not interrupt.requested:
+            step = progress.global_step
             epsilon = rl_utils.linear_schedule(args.start_e, args.end_e, exploration_steps, step)
             explore = rng.random(args.num_envs) < epsilon
             random_actions = rng.integers(0, n_actions, size=args.num_envs)
@@ -268,11 +265,11 @@ def main() -> None:
             next_obs, rewards, terminated, truncated, infos = envs.step(actions)
             buffer.add(obs, rl_utils.real_next_obs(next_obs, infos), actions, rewards, terminated, truncated)
             obs = next_obs
-            state["iteration"] += 1
-            step = state["global_step"] = step + args.num_envs
+            progress.iteration += 1
+            step = progress.global_step = step + args.num_envs
             logger.log_episodes(rl_utils.finished_episodes(infos), step)
 
-            if step > args.learning_starts and state["iteration"] % args.train_frequency == 0:
+            if step > args.learning_starts and progress.iteration % args.train_frequency == 0:
                 if args.anneal_lr:
                     lr = rl_utils.linear_schedule(args.learning_rate, 0.0, args.total_timesteps, step)
                     for group in optimizer.param_groups:
@@ -302,22 +299,23 @@ def main() -> None:
                 print(f"target return {args.target_return} reached at step {step}")
                 break
             if args.checkpoint_every and step % args.checkpoint_every < args.num_envs:
-                checkpoint(logger.run_dir / "ckpt" / f"step_{step}.pt")
-                checkpoint(logger.run_dir / "ckpt" / "latest.pt")
+                checkpoint(f"step_{step}")
+                checkpoint("latest")
 
-    step = state["global_step"]
-    latest = checkpoint(logger.run_dir / "ckpt" / "latest.pt")
+    step = progress.global_step
+    latest = checkpoint("latest")
     if interrupt.requested:
         logger.close()
         print(f"interrupted at step {step}; resume with: python {sys.argv[0]} --resume {latest}")
         return
     if not (args.eval_every and step % args.eval_every < args.num_envs):
         run_eval(step)  # the headline number always comes from an evaluation of the final network
-    final = state["last_eval"]
+    final = progress.last_eval
+    logger.flush()  # the plot reads metrics.csv: the final evaluation must be on disk first
     rl_utils.plot_curves([logger.run_dir], logger.run_dir / "learning_curve.png",
                          tags=("charts/episodic_return", "eval/return"), title=f"{algo_name(args)} on {args.env_id}")
     logger.write_summary(
-        final_eval_return=final, best_eval_return=state["best_eval"], env_steps=step,
+        final_eval_return=final, best_eval_return=progress.best_eval, env_steps=step,
         wall_time_s=round(logger.elapsed, 1), sps=round(step / max(logger.elapsed, 1e-9), 1),
         algo=algo_name(args), env_id=args.env_id, seed=args.seed,
     )
