@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+import cloudpickle
 import gymnasium as gym
 import numpy as np
 import torch
@@ -113,7 +114,7 @@ def build_parser(cls: type, description: str | None = None) -> argparse.Argument
         flag = "--" + field.name.replace("_", "-")
         kind = hints[field.name]
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
-        help_text = docs.get(field.name, "")
+        help_text = docs.get(field.name, "").replace("%", "%%")  # argparse %-formats help strings
         if kind is bool:
             parser.add_argument(flag, default=default, action=argparse.BooleanOptionalAction, help=help_text)
             continue
@@ -286,6 +287,7 @@ def _register_atari() -> None:
     try:
         import ale_py
 
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on stderr: errors stay one line
         gym.register_envs(ale_py)
     except ImportError:  # pragma: no cover - ale-py is in requirements.txt
         pass
@@ -348,7 +350,8 @@ def make_env(
         if discrete_actions > 0:
             env = gym.wrappers.DiscretizeAction(env, bins=discrete_actions)
         if unit_actions and isinstance(env.action_space, gym.spaces.Box):
-            env = gym.wrappers.ClipAction(gym.wrappers.RescaleAction(env, -1.0, 1.0))
+            unit = np.ones(env.action_space.shape, dtype=np.float32)
+            env = gym.wrappers.ClipAction(gym.wrappers.RescaleAction(env, -unit, unit))
         return env
 
     return thunk
@@ -385,20 +388,22 @@ def make_vec_env(
     return envs
 
 
-class NormalizeObservation(gym.vector.VectorObservationWrapper):
+class NormalizeObservation(gym.vector.VectorWrapper):
     """Observations standardised with running mean/variance shared by all sub-envs, then clipped to ``±clip``.
 
-    gymnasium's own vector ``NormalizeObservation`` refuses ``SAME_STEP`` autoreset, and its single-env version
-    keeps separate statistics in every sub-env. This one also normalises ``infos["final_obs"]`` (the real last
-    observation a truncated episode bootstraps from), and it has a ``state_dict`` so the statistics travel with
-    every checkpoint. ``frozen`` stops the updates (evaluation, ``--eval-only``)."""
+    gymnasium's own vector ``NormalizeObservation`` (and every ``VectorObservationWrapper``) refuses ``SAME_STEP``
+    autoreset, and its single-env version keeps separate statistics in every sub-env. This one also normalises
+    ``infos["final_obs"]`` (the real last observation a truncated episode bootstraps from) with the same
+    statistics, and has a ``state_dict`` so they travel with every checkpoint. ``frozen`` stops the updates
+    (evaluation, ``--eval-only``)."""
 
     def __init__(self, env: gym.vector.VectorEnv, clip: float = 10.0, epsilon: float = 1e-8):
         super().__init__(env)
         from gymnasium.wrappers.utils import RunningMeanStd
 
         shape = env.single_observation_space.shape
-        self.single_observation_space = gym.spaces.Box(-clip, clip, shape, np.float32)
+        bound = np.full(shape, clip, dtype=np.float32)
+        self.single_observation_space = gym.spaces.Box(-bound, bound, dtype=np.float32)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.obs_rms = RunningMeanStd(shape=shape, dtype=np.float64)
         self.clip, self.epsilon, self.frozen = clip, epsilon, False
@@ -407,13 +412,18 @@ class NormalizeObservation(gym.vector.VectorObservationWrapper):
         scaled = (obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon)
         return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
 
-    def observations(self, observations: np.ndarray) -> np.ndarray:
+    def _observe(self, obs: np.ndarray) -> np.ndarray:
         if not self.frozen:
-            self.obs_rms.update(observations)
-        return self.normalize(observations)
+            self.obs_rms.update(obs)
+        return self.normalize(obs)
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict]:
+        obs, infos = self.env.reset(**kwargs)
+        return self._observe(obs), infos
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
-        obs, rewards, terminated, truncated, infos = super().step(actions)
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        obs = self._observe(obs)
         if "_final_obs" in infos:  # same statistics as the step's own observations, no second update
             final = infos["final_obs"].copy()
             for i in np.flatnonzero(infos["_final_obs"]):
@@ -428,8 +438,8 @@ class NormalizeObservation(gym.vector.VectorObservationWrapper):
         if np.shape(state["mean"]) != self.obs_rms.mean.shape:
             raise UsageError(f"saved observation statistics have shape {np.shape(state['mean'])}, the env "
                              f"{self.obs_rms.mean.shape}")
-        self.obs_rms.mean, self.obs_rms.var, self.obs_rms.count = state["mean"].copy(), state["var"].copy(), \
-            state["count"]
+        self.obs_rms.mean, self.obs_rms.var = state["mean"].copy(), state["var"].copy()
+        self.obs_rms.count = state["count"]
 
 
 class NormalizeReward(gym.wrappers.vector.NormalizeReward):
@@ -452,8 +462,9 @@ class NormalizeReward(gym.wrappers.vector.NormalizeReward):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.return_rms.mean, self.return_rms.var, self.return_rms.count = state["mean"], state["var"], \
             state["count"]
-        self.accumulated_reward[...] = state["accumulated_reward"]
-        self._prev_dones[...] = state["prev_dones"]
+        if np.shape(state["accumulated_reward"]) == self.accumulated_reward.shape:  # same envs: same episodes
+            self.accumulated_reward[...] = state["accumulated_reward"]
+            self._prev_dones[...] = state["prev_dones"]
 
 
 def find_wrapper(envs: gym.vector.VectorEnv, cls: type) -> Any:
@@ -600,7 +611,7 @@ def get_env_state(envs: gym.vector.VectorEnv) -> dict[str, Any]:
     starts fresh episodes), and the state of every vector wrapper with a ``state_dict`` (normalisation
     statistics), which is always kept."""
     try:
-        sub_envs = [pickle.dumps(env) for env in envs.unwrapped.envs]
+        sub_envs = [cloudpickle.dumps(env) for env in envs.unwrapped.envs]  # cloudpickle: wrappers hold lambdas
     except Exception:  # noqa: BLE001 - any pickling failure just means "not restorable"
         sub_envs = None
     wrappers = {}
@@ -917,29 +928,53 @@ class RolloutBuffer:
         self.actions = zeros(action_space)
         self.extras = {name: zeros(space) for name, space in (extras or {}).items()}
         f32 = dict(dtype=torch.float32, device=self.device)
-        self.logprobs, self.values, self.rewards, self.final_values = (torch.zeros(lead, **f32) for _ in range(4))
-        self.terminated, self.truncated, self.episode_starts = (
-            torch.zeros(lead, dtype=torch.bool, device=self.device) for _ in range(3))
+        self.logprobs, self.values, self.final_values = (torch.zeros(lead, **f32) for _ in range(3))
+        # What the env returns stays in numpy while collecting (a numpy row write costs ~1 µs, a torch one ~5):
+        # the acting phase is per-step overhead on a CPU. The tensor views below are built when they are read.
+        self._rewards = np.zeros(lead, dtype=np.float32)
+        self._terminated, self._truncated, self._starts = (np.zeros(lead, dtype=bool) for _ in range(3))
         self.advantages, self.returns = torch.zeros(lead, **f32), torch.zeros(lead, **f32)
-        self.next_start = torch.ones(num_envs, dtype=torch.bool, device=self.device)  # first rollout: all new
+        self.next_start = np.ones(num_envs, dtype=bool)  # the first rollout starts every episode
         self.pos = 0
 
-    def add(self, obs: Any, actions: Any, logprobs: torch.Tensor, values: torch.Tensor, rewards: Any,
-            terminated: Any, truncated: Any, final_values: torch.Tensor | None = None, **extras: Any) -> None:
+    def add(self, obs: Any, actions: Any, logprobs: torch.Tensor, values: torch.Tensor, rewards: np.ndarray,
+            terminated: np.ndarray, truncated: np.ndarray, final_values: torch.Tensor | None = None,
+            **extras: Any) -> None:
+        """Store one vector step. ``final_values`` (None = no truncation in this step) is V(real final obs)."""
         if self.pos >= self.num_steps:
             raise RuntimeError("rollout buffer full: call reset() after the update")
         t, dev = self.pos, self.device
         _write(self.obs, t, to_tensor(obs, dev))
         self.actions[t] = to_tensor(actions, dev)
         self.logprobs[t], self.values[t] = logprobs.detach(), values.detach()
-        self.rewards[t] = to_tensor(rewards, dev)
-        self.terminated[t], self.truncated[t] = to_tensor(terminated, dev), to_tensor(truncated, dev)
-        self.final_values[t] = 0.0 if final_values is None else final_values.detach()
+        self._rewards[t], self._terminated[t], self._truncated[t] = rewards, terminated, truncated
+        if final_values is not None:
+            self.final_values[t] = final_values.detach()
         for name, value in extras.items():
             _write(self.extras[name], t, to_tensor(value, dev))
-        self.episode_starts[t] = self.next_start
-        self.next_start = self.terminated[t] | self.truncated[t]
+        self._starts[t] = self.next_start
+        self.next_start = np.logical_or(terminated, truncated)
         self.pos += 1
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(self.device)  # a view on CPU, a copy on CUDA
+
+    @property
+    def rewards(self) -> torch.Tensor:
+        return self._tensor(self._rewards)
+
+    @property
+    def terminated(self) -> torch.Tensor:
+        return self._tensor(self._terminated)
+
+    @property
+    def truncated(self) -> torch.Tensor:
+        return self._tensor(self._truncated)
+
+    @property
+    def episode_starts(self) -> torch.Tensor:
+        """True where ``obs[t]`` is the first observation of an episode."""
+        return self._tensor(self._starts)
 
     @property
     def cuts(self) -> torch.Tensor:
@@ -964,10 +999,11 @@ class RolloutBuffer:
         self.advantages = self.returns - self.values
 
     def _select(self, t: Any, e: Any) -> RolloutBatch:
+        starts = self.episode_starts
         return RolloutBatch(
             obs=_read(self.obs, (t, e)), actions=self.actions[t, e], logprobs=self.logprobs[t, e],
             values=self.values[t, e], advantages=self.advantages[t, e], returns=self.returns[t, e],
-            episode_starts=self.episode_starts[t, e],
+            episode_starts=starts[t, e],
             extras={name: _read(store, (t, e)) for name, store in self.extras.items()},
         )
 
@@ -1000,26 +1036,30 @@ class RolloutBuffer:
 
     def reset(self) -> None:
         self.pos = 0
+        self.final_values.zero_()
 
     def state_dict(self) -> dict[str, Any]:
         """Only what carries over between rollouts (a checkpoint is taken between updates)."""
-        return {"next_start": self.next_start.cpu()}
+        return {"next_start": self.next_start.copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.next_start = state["next_start"].to(self.device)
+        self.next_start = np.asarray(state["next_start"], dtype=bool).copy()
 
 
 def values_of_final_obs(value_fn: Callable[[Any], torch.Tensor], next_obs: Any, infos: dict,
-                        terminated: np.ndarray, truncated: np.ndarray, device: torch.device) -> torch.Tensor:
+                        terminated: np.ndarray, truncated: np.ndarray, device: torch.device) -> torch.Tensor | None:
     """V(real final observation) for the sub-envs a time limit truncated in this step, 0 elsewhere: what a
-    truncated episode bootstraps from (terminated ones bootstrap from nothing)."""
-    out = torch.zeros(len(terminated), device=device)
+    truncated episode bootstraps from (terminated ones bootstrap from nothing). None when nothing was truncated
+    (most steps: no tensor to build)."""
     cut = truncated & ~terminated
-    if cut.any():
-        final = real_next_obs(next_obs, infos)
-        idx = np.flatnonzero(cut)
-        with torch.no_grad():
-            out[torch.as_tensor(idx, device=device)] = value_fn(to_tensor(_read(final, idx), device)).view(-1)
+    if not cut.any():
+        return None
+    out = torch.zeros(len(terminated), device=device)
+    final = real_next_obs(next_obs, infos)
+    idx = np.flatnonzero(cut)
+    with torch.no_grad():
+        obs = to_tensor(_read(final, idx), device)
+        out[torch.as_tensor(idx, device=device)] = value_fn(obs.float() if not isinstance(obs, dict) else obs).view(-1)
     return out
 
 
@@ -1167,6 +1207,9 @@ class Run:
     def save(self, name: str, step: int, **objects: Any) -> Path:
         """Atomically write ``ckpt/<name>.pt``: each object's state (see :func:`state_of`), plus the script that
         wrote it, its arguments, ``step``, the elapsed training time and the RNG states."""
+        reserved = set(objects) & {"script", "algo", "args", "step", "elapsed", "rng"}
+        if reserved:
+            raise ValueError(f"checkpoint keys {sorted(reserved)} are reserved; name these objects differently")
         return save_checkpoint(
             self.ckpt_dir / f"{name}.pt", script=script_id(type(self.args)), algo=self.algo,
             args=dataclasses.asdict(self.args), step=step, elapsed=self.elapsed,

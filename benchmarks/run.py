@@ -30,6 +30,26 @@ sys.path.insert(0, str(ROOT))
 import rl_utils  # noqa: E402
 
 DQN = "classic_rl/dqn/train.py"
+PPO = "classic_rl/ppo/train.py"
+A2C = "classic_rl/a2c/train.py"
+REINFORCE = "classic_rl/reinforce/train.py"
+AC = "classic_rl/actor_critic/train.py"
+SB3 = "benchmarks/sb3_baseline.py"
+# Side-by-side comparisons evaluate both sides at the same points (every 2,048 steps, 10 greedy episodes).
+SAME_EVAL = ("--eval-every", "2048")
+
+
+# Every RL train.py, with flags that make a run tiny (seconds): the contract test (tests/test_contract.py) runs
+# each through run_entry below, so every script keeps --help, summary.json and this harness working.
+TINY = ("--eval-every", "0", "--eval-episodes", "2")
+RL_SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "dqn": (DQN, ("--learning-starts", "100", "--train-frequency", "4", "--gradient-steps", "1", *TINY)),
+    "ppo": (PPO, ("--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1", *TINY)),
+    "a2c": (A2C, ("--num-envs", "2", *TINY)),
+    "reinforce": (REINFORCE, ("--num-envs", "2", *TINY)),
+    "actor_critic": (AC, ("--num-envs", "2", *TINY)),
+    "sb3_ppo": (SB3, ("--algo", "ppo", "--eval-every", "256", "--eval-episodes", "2")),
+}
 
 
 @dataclass
@@ -46,8 +66,24 @@ class Entry:
 SUITES: dict[str, list[Entry]] = {
     "dqn-cartpole": [
         Entry("dqn", DQN, "CartPole-v1", 50_000, 475),
-        Entry("sb3_dqn (RL Zoo)", "benchmarks/sb3_dqn.py", "CartPole-v1", 50_000, 475, baseline=True),
+        Entry("sb3_dqn (RL Zoo)", SB3, "CartPole-v1", 50_000, 475, ("--algo", "dqn"), baseline=True),
     ],
+    "ppo-cartpole": [
+        Entry("ppo", PPO, "CartPole-v1", 100_000, 475, SAME_EVAL),
+        Entry("sb3_ppo (RL Zoo)", SB3, "CartPole-v1", 100_000, 475, ("--algo", "ppo", *SAME_EVAL), baseline=True),
+    ],
+    "a2c-cartpole": [
+        Entry("a2c", A2C, "CartPole-v1", 500_000, 475),
+        Entry("sb3_a2c (RL Zoo)", SB3, "CartPole-v1", 500_000, 475, ("--algo", "a2c", "--eval-every", "10000"),
+              baseline=True),
+    ],
+    "pg-cartpole": [
+        Entry("reinforce", REINFORCE, "CartPole-v1", 300_000, 475),
+        Entry("actor_critic", AC, "CartPole-v1", 300_000, 475),
+    ],
+    "ppo-pendulum": [Entry("ppo", PPO, "Pendulum-v1", 200_000, -250)],
+    "ppo-lunarlander": [Entry("ppo", PPO, "LunarLander-v3", 1_000_000, 200)],
+    "ppo-hopper": [Entry("ppo", PPO, "Hopper-v5", 1_000_000, 2000)],
     "dqn-variants": [
         # Measured on RL Zoo's 256-256 network (DQN's default is 128-128): Double and Dueling with lr 1e-3 solved
         # 3/3 seeds there, but 1/3 at DQN's 2.3e-3 and 0/1 (seed 1) on 128-128 with 1e-3.

@@ -204,17 +204,65 @@ def test_autoreset_truncation_bootstraps_from_real_final_obs():
 
 
 def test_evaluate_matches_a_manual_rollout():
-    returns = rl_utils.evaluate(lambda i: rl_utils.make_env("CartPole-v1", i), lambda o: np.ones(len(o), int),
-                                episodes=3, seed=7)
+    result = rl_utils.evaluate(lambda i: rl_utils.make_env("CartPole-v1", i), lambda o: np.ones(len(o), int),
+                               episodes=3, seed=7)
     for i in range(3):
         env = gym.make("CartPole-v1")
         env.reset(seed=7 + i)
-        total, done = 0.0, False
+        total, length, done = 0.0, 0, False
         while not done:
             _, r, term, trunc, _ = env.step(1)
-            total += r
+            total, length = total + r, length + 1
             done = term or trunc
-        assert returns[i] == total
+        assert result.returns[i] == total and result.lengths[i] == length
+    assert np.isnan(result.success_rate) and "eval/success_rate" not in result.log_dict()
+
+
+class _CountingPolicy:
+    """A stateful policy: counts its own steps per env and must be reset when that env's episode ends."""
+
+    def __init__(self):
+        self.count = None
+        self.resets = []
+
+    def reset(self, mask):
+        self.resets.append(mask.copy())
+        self.count = np.where(mask, 0, self.count) if self.count is not None else np.zeros(len(mask), int)
+
+    def __call__(self, obs):
+        self.count += 1
+        return np.zeros(len(obs), dtype=np.int64)
+
+
+class _SuccessEnv(gym.Env):
+    """Ends after `idx + 1` steps; reports is_success on even idx only."""
+
+    observation_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, idx):
+        self.idx, self.t = idx, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t > self.idx
+        return np.zeros(1, np.float32), 1.0, done, False, {"is_success": self.idx % 2 == 0}
+
+
+def test_evaluate_resets_stateful_policies_and_reports_success():
+    policy = _CountingPolicy()
+    result = rl_utils.evaluate(lambda i: (lambda: _SuccessEnv(i)), policy, episodes=3, seed=0)
+    assert result.lengths.tolist() == [1, 2, 3] and result.returns.tolist() == [1.0, 2.0, 3.0]
+    assert result.successes.tolist() == [1.0, 0.0, 1.0] and result.success_rate == pytest.approx(2 / 3)
+    assert policy.resets[0].all()  # before the first step
+    assert [m.tolist() for m in policy.resets[1:]] == [[True, False, False], [False, True, False],
+                                                       [False, False, True]]
+    assert result.log_dict()["eval/success_rate"] == pytest.approx(2 / 3)
 
 
 # ---------------------------------------------------------------------------------------------------- misc
@@ -256,7 +304,8 @@ def test_fresh_run_reusing_a_run_name_starts_clean_but_resume_keeps_history(tmp_
     for step in (100, 200, 300):
         first.log("eval/return", 1.0, step)
     first.close()
-    resumed = rl_utils.RunLogger(args, "algo", run_dir=first.run_dir, start_step=200)  # drops step 300 only
+    ckpt = rl_utils.Checkpoint(first.run_dir / "ckpt" / "latest.pt", {"args": {}, "step": 200, "elapsed": 1.0})
+    resumed = rl_utils.Run(args, "algo", resume=ckpt)  # drops step 300 only
     resumed.close()
     assert rl_utils.read_metrics(first.run_dir, "eval/return")[0].tolist() == [100, 200]
     second = rl_utils.RunLogger(args, "algo")  # same name, not a resume: the old curve must not leak in

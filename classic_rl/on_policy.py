@@ -1,0 +1,179 @@
+"""What the on-policy scripts (A2C, PPO; REINFORCE and Actor-Critic may use it) share beyond rl_utils: the
+policy flags, env and agent construction, collecting a rollout, deterministic evaluation with the training
+observation statistics, ``--eval-only``, and the end of a run. Each ``train.py`` keeps its loss and its update
+loop, the part its algorithm is about."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+import rl_utils
+from classic_rl.policies import ActorCritic, greedy_policy, parse_hidden
+
+# Sampling-time argument checks of torch.distributions cost ~30% of the acting phase; our inputs are valid.
+torch.distributions.Distribution.set_default_validate_args(False)
+
+# Evaluation episodes use seeds far from the training envs' (seed, seed+1, ...) so they are never the same.
+EVAL_SEED_OFFSET = 100_000
+
+
+@dataclass
+class PolicyArgs(rl_utils.CommonArgs):
+    """Flags of every MLP actor-critic script."""
+
+    num_envs: int = 8
+    """parallel environments (SyncVectorEnv)"""
+    num_steps: int = 128
+    """steps per env per rollout: a rollout is num_steps x num_envs transitions"""
+    gamma: float = 0.99
+    """discount factor"""
+    hidden_sizes: str = "64,64"
+    """comma-separated hidden layer sizes of the actor and critic MLPs"""
+    activation: str = "tanh"
+    """tanh or relu"""
+    shared_trunk: bool = False
+    """actor and critic share their hidden layers (separate by default)"""
+    log_std_init: float = 0.0
+    """initial log σ of the Gaussian policy (Box actions)"""
+    norm_obs: bool = False
+    """normalise observations with running statistics (saved in every checkpoint, frozen in evaluation)"""
+    norm_reward: bool = False
+    """scale rewards by the running std of the discounted return (training only; evaluation reports raw)"""
+    eval_every: int = 10_000
+    """env steps between deterministic evaluations (checked after each rollout; 0 = only at the end)"""
+
+    LIMITS = {"num_steps": (1, None), "gamma": (0, 1)}
+
+
+@dataclass
+class Progress:
+    """Counters a checkpoint carries."""
+
+    global_step: int = 0
+    iteration: int = 0
+    next_eval: int = 0
+    best_eval: float = -math.inf
+    last_eval: float = math.nan
+    last_eval_step: int = -1
+
+
+def make_envs(args: PolicyArgs) -> gym.vector.VectorEnv:
+    """Training envs: Box actions exposed as [-1, 1], optional observation/reward normalisation."""
+    return rl_utils.make_vec_env(args.env_id, args.num_envs, args.seed, unit_actions=True, norm_obs=args.norm_obs,
+                                 norm_reward=args.norm_reward, gamma=args.gamma)
+
+
+def build_agent(args: PolicyArgs, envs: gym.vector.VectorEnv, device: torch.device, algo: str,
+                critic: bool = True) -> ActorCritic:
+    """The actor-critic for these envs; one-line errors for spaces an MLP policy cannot take."""
+    obs_dim = rl_utils.require_vector_obs(envs.single_observation_space, f"{algo} (MLP policy)")
+    space = rl_utils.require_space(envs.single_action_space, (gym.spaces.Discrete, gym.spaces.Box), algo)
+    if args.activation not in ("tanh", "relu"):
+        raise rl_utils.UsageError(f"--activation must be tanh or relu, got {args.activation!r}")
+    return ActorCritic(obs_dim, space, parse_hidden(args.hidden_sizes), args.activation, args.shared_trunk,
+                       critic=critic, log_std_init=args.log_std_init).to(device)
+
+
+def evaluate_agent(args: PolicyArgs, agent: ActorCritic, envs: gym.vector.VectorEnv, device: torch.device,
+                   video_dir: Path, prefix: str = "eval") -> rl_utils.EvalResult:
+    """Deterministic policy (argmax / Gaussian mean) on fresh envs, with the training envs' observation
+    statistics, frozen."""
+    env_fn = lambda i: rl_utils.make_env(  # noqa: E731
+        args.env_id, i, unit_actions=True, training=False, capture_video=args.capture_video, video_dir=video_dir,
+        video_prefix=prefix)
+    return rl_utils.evaluate(env_fn, greedy_policy(agent, device), args.eval_episodes,
+                             seed=args.seed + EVAL_SEED_OFFSET,
+                             obs_norm=rl_utils.find_wrapper(envs, rl_utils.NormalizeObservation))
+
+
+def eval_only(cls: type[PolicyArgs], args: PolicyArgs, algo: str) -> None:
+    """``--eval-only --checkpoint PATH``: rebuild the agent and the observation statistics, evaluate, print."""
+    if not args.checkpoint:
+        raise rl_utils.UsageError("--eval-only needs --checkpoint PATH")
+    ckpt = rl_utils.open_checkpoint(args.checkpoint, cls)
+    saved = cls(**{**ckpt.args, "capture_video": args.capture_video, "eval_episodes": args.eval_episodes,
+                   "num_envs": 1})
+    device = rl_utils.setup(saved)
+    envs = make_envs(saved)
+    agent = build_agent(saved, envs, device, algo)
+    rl_utils.load_state_into(agent, ckpt["agent"])
+    rl_utils.set_env_state(envs, {"sub_envs": None, "wrappers": ckpt["envs"]["wrappers"]})  # statistics only
+    result = evaluate_agent(saved, agent, envs, device, ckpt.run_dir / "videos")
+    if args.capture_video:
+        print(f"videos: {ckpt.run_dir / 'videos'}")
+    print(f"eval return {result.returns.mean():.1f} ± {result.returns.std():.1f} over {len(result.returns)} "
+          f"episodes ({saved.env_id}, checkpoint step {ckpt.step})")
+
+
+@torch.no_grad()
+def collect_rollout(agent: ActorCritic, envs: gym.vector.VectorEnv, buffer: rl_utils.RolloutBuffer, obs: Any,
+                    progress: Progress, run: rl_utils.Run, device: torch.device) -> tuple[Any, torch.Tensor]:
+    """Fill ``buffer`` with ``buffer.num_steps`` vector steps of the current policy, starting from ``obs``.
+    Truncated episodes record V(real final obs) to bootstrap from. Returns (next obs, V(next obs))."""
+    buffer.reset()
+    for _ in range(buffer.num_steps):
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        action, logprob, value = agent.act(obs_t)
+        next_obs, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
+        final_values = rl_utils.values_of_final_obs(agent.value, next_obs, infos, terminated, truncated, device)
+        buffer.add(obs_t, action, logprob, value, reward, terminated, truncated, final_values)
+        obs = next_obs
+        progress.global_step += envs.num_envs
+        run.log_episodes(rl_utils.finished_episodes(infos), progress.global_step)
+    return obs, agent.value(torch.as_tensor(obs, dtype=torch.float32, device=device))
+
+
+class Evaluator:
+    """Evaluates every ``eval_every`` env steps (checked after each update), keeps ``ckpt/best.pt``, logs
+    ``eval/*`` and prints one line per evaluation."""
+
+    def __init__(self, args: PolicyArgs, agent: ActorCritic, envs: gym.vector.VectorEnv, device: torch.device,
+                 run: rl_utils.Run, progress: Progress, save: Any):
+        self.args, self.agent, self.envs, self.device = args, agent, envs, device
+        self.run, self.progress, self.save = run, progress, save
+
+    def __call__(self) -> float:
+        progress, step = self.progress, self.progress.global_step
+        result = evaluate_agent(self.args, self.agent, self.envs, self.device, self.run.run_dir / "videos",
+                                prefix=f"step{step}")
+        mean = progress.last_eval = float(result.returns.mean())
+        progress.last_eval_step = step
+        self.run.log_dict(result.log_dict(), step)
+        if mean >= progress.best_eval:
+            progress.best_eval = mean
+            self.save("best")
+        print(f"step {step:>8d} | eval return {mean:8.1f} ± {result.returns.std():6.1f} | {self.run.elapsed:6.0f}s",
+              flush=True)
+        return mean
+
+    def due(self) -> bool:
+        """True (and the next evaluation scheduled) when the step counter passed the next evaluation point."""
+        progress, every = self.progress, self.args.eval_every
+        if not every or progress.global_step < progress.next_eval:
+            return False
+        progress.next_eval += every * math.ceil((progress.global_step - progress.next_eval + 1) / every)
+        return True
+
+    def finish(self, algo: str) -> None:
+        """Evaluate the final policy (unless just done), plot the curves, write summary.json, print the result."""
+        progress, run, args = self.progress, self.run, self.args
+        step = progress.global_step
+        if progress.last_eval_step != step:
+            self()  # the headline number always comes from an evaluation of the final policy
+        run.flush()  # the plot reads metrics.csv
+        rl_utils.plot_curves([run.run_dir], run.run_dir / "learning_curve.png",
+                             tags=("charts/episodic_return", "eval/return"), title=f"{algo} on {args.env_id}")
+        run.write_summary(
+            final_eval_return=progress.last_eval, best_eval_return=progress.best_eval, env_steps=step,
+            wall_time_s=round(run.elapsed, 1), sps=round(step / max(run.elapsed, 1e-9), 1), algo=algo.lower(),
+            env_id=args.env_id, seed=args.seed,
+        )
+        run.close()
+        print(f"final eval return {progress.last_eval:.1f} after {step} env steps ({run.elapsed:.0f}s) | "
+              f"run folder: {run.run_dir} (TensorBoard logs, metrics.csv, learning_curve.png, ckpt/)")

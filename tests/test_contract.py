@@ -1,0 +1,25 @@
+"""The contract every RL train.py keeps (registry: benchmarks/run.py RL_SCRIPTS): --help lists its flags, a tiny
+run writes summary.json with the keys the harness reads, and benchmarks/run.py can drive it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.run import RL_SCRIPTS, Entry, run_entry
+from tests.conftest import run_script
+
+
+@pytest.mark.parametrize("name", sorted(RL_SCRIPTS))
+def test_script_keeps_the_contract(name, tmp_path):
+    script, tiny = RL_SCRIPTS[name]
+    help_text = run_script(script, "--help").stdout
+    for flag in ("--env-id", "--seed", "--total-timesteps", "--runs-dir", "--resume", "--device"):
+        assert flag in help_text, (script, flag)
+    row = run_entry(Entry(name, script, "CartPole-v1", 512, 475, tiny), seed=2, out=tmp_path)
+    summary = json.loads((tmp_path / "runs" / f"CartPole-v1__{name}__2" / "summary.json").read_text())
+    for key in ("final_eval_return", "env_steps", "wall_time_s"):
+        assert key in summary, (script, key)
+    assert 0 < summary["final_eval_return"] <= 500 and summary["env_steps"] >= 512
+    assert row["final_eval_return"] == summary["final_eval_return"] and row["sps"] > 0
