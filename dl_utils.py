@@ -8,16 +8,20 @@ What lives here is what every image classifier needs and none of them is *about*
   idx files, or a torchvision download when there is internet);
 - the idx reader/writer (:func:`read_idx`, :func:`write_idx`);
 - a tiny, seeded batch iterator that scales to [0, 1] and resizes on the fly (:class:`ImageLoader`), which is
-  faster on CPU than a ``DataLoader`` of PIL transforms and deterministic for a given seed;
-- a d2l-style train/eval loop (:func:`train_epoch`, :func:`evaluate`) returning loss, accuracy and images/s;
+  faster on CPU than a ``DataLoader`` of PIL transforms, deterministic for a given seed, and checkpointable inside
+  an epoch (``state_dict``: epoch, position, augmentation generator);
+- one train step loop for every model (:func:`train_epoch`: d2l's plain SGD as well as per-step schedules,
+  gradient clipping and mixed precision via :class:`Amp`) and one evaluation (:func:`evaluate`, :func:`predict`);
+- the epoch loop of every image classifier (:func:`fit`: evaluate, log, print, best/latest checkpoints through
+  ``rl_utils.Run``, a tqdm bar, Ctrl-C via ``rl_utils.GracefulInterrupt``, exact resume), its flags
+  (:class:`TrainArgs`, :class:`ImageArgs`, on top of ``rl_utils.RunArgs``) and counters (:class:`Progress`), and
+  the end-of-run pictures (:func:`report`);
 - model helpers: Xavier init as in d2l's ``train_ch6`` (:func:`init_xavier`), lazy-layer materialisation,
   per-layer output shapes (:func:`layer_shapes`), parameter counts;
 - plots of training curves (:func:`plot_history`);
 - added for ViT/Swin (last section): ``cifar10`` and ``imagefolder`` datasets, seeded batch augmentation
   (:class:`Augment`, passed to :class:`ImageLoader`), AdamW/SGD without weight decay on biases, norms and embeddings
-  (:func:`make_optimizer`), per-step warm-up + cosine (:func:`warmup_cosine_scheduler`), a train step with
-  gradient clipping and mixed precision (:func:`train_epoch_steps`, :class:`Amp`), confusion matrices and
-  best-checkpoint saving (:class:`BestCheckpoint`).
+  (:func:`make_optimizer`), per-step warm-up + cosine (:func:`warmup_cosine_scheduler`), confusion matrices.
 
 Errors the user can fix (unknown dataset, missing data folder) are ``rl_utils.UsageError``: one line, exit 2.
 """
@@ -28,17 +32,20 @@ import gzip
 import math
 import os
 import struct
+import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl_utils import UsageError, read_metrics
+import rl_utils
+from rl_utils import RunArgs, UsageError, read_metrics
 
 # ----------------------------------------------------------------------------------------------------------------
 # idx files (the format of MNIST and Fashion-MNIST, http://yann.lecun.com/exdb/mnist/)
@@ -238,30 +245,56 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 
 class ImageLoader:
-    """Seeded mini-batches from in-memory tensors. Each pass draws a new permutation from its own generator,
-    so a run is reproducible and :attr:`epoch` is all that must be checkpointed to resume the order."""
+    """Seeded mini-batches from in-memory tensors. Epoch ``e`` of a shuffled loader uses the permutation drawn from
+    ``(seed, e)``; :meth:`state_dict` holds the epoch, the position inside it and the augmentation's generator, so a
+    checkpoint taken between two batches resumes the exact batch sequence (``max_batches`` > 0 cuts every epoch
+    to that many batches)."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False, resize: int = 0,
                  seed: int = 0, device: torch.device | str = "cpu", mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 std: Sequence[float] | None = None, augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 max_batches: int = 0):
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
-        self.mean, self.std, self.augment = mean, std, augment
-        self.resize, self.seed, self.device, self.epoch = resize, seed, torch.device(device), 0
+        self.mean, self.std, self.augment, self.max_batches = mean, std, augment, max_batches
+        self.resize, self.seed, self.device = resize, seed, torch.device(device)
+        self.epoch = 0  # the epoch being (or next to be) iterated
+        self.position = 0  # batches of that epoch already handed out
 
     def __len__(self) -> int:
-        return (len(self.y) + self.batch_size - 1) // self.batch_size
+        """Batches per epoch."""
+        full = (len(self.y) + self.batch_size - 1) // self.batch_size
+        return min(full, self.max_batches) if self.max_batches else full
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The rest of the current epoch (all of it unless a checkpoint stopped inside it)."""
         if self.shuffle:
             order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(self.seed * 100_003
                                                                                         + self.epoch))
-            self.epoch += 1
         else:
             order = torch.arange(len(self.y))
-        for i in range(0, len(order), self.batch_size):
-            idx = order[i:i + self.batch_size]
+        n_batches = len(self)
+        while self.position < n_batches:
+            idx = order[self.position * self.batch_size:(self.position + 1) * self.batch_size]
             x = to_float(self.x[idx], self.resize, self.mean, self.std, self.augment)
+            # Count the batch as consumed before handing it out: a checkpoint written after the step that used it
+            # must resume with the next one.
+            self.position += 1
+            if self.position == n_batches:
+                self.epoch, self.position = self.epoch + 1, 0
+                yield x.to(self.device), self.y[idx].to(self.device)
+                return
             yield x.to(self.device), self.y[idx].to(self.device)
+
+    def state_dict(self) -> dict:
+        state: dict = {"epoch": self.epoch, "position": self.position}
+        if hasattr(self.augment, "state_dict"):
+            state["augment"] = self.augment.state_dict()  # type: ignore[union-attr]
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        if "augment" in state and hasattr(self.augment, "load_state_dict"):
+            self.augment.load_state_dict(state["augment"])  # type: ignore[union-attr]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -280,39 +313,243 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.argmax(dim=1) == y).sum())
 
 
-def train_epoch(model: nn.Module, loader: Iterator | ImageLoader, optimizer: torch.optim.Optimizer,
-                loss_fn: Callable = F.cross_entropy, max_batches: int = 0,
-                should_stop: Callable[[], bool] = lambda: False) -> EpochStats:
-    """One pass in train mode; loss/acc are averages over the images seen (d2l's Accumulator(3))."""
+class Amp:
+    """Mixed precision on CUDA (bfloat16 when the GPU supports it, else float16 with a GradScaler); a no-op on
+    CPU or when ``enabled`` is False, so the same loop runs everywhere."""
+
+    def __init__(self, device: torch.device | str, enabled: bool = True):
+        device = torch.device(device)
+        self.enabled = bool(enabled) and device.type == "cuda"
+        self.dtype = (torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=self.dtype, enabled=self.enabled)
+
+    def describe(self) -> str:
+        return str(self.dtype).replace("torch.", "") if self.enabled else "off"
+
+
+@dataclass
+class Progress:
+    """The counters of a training run, checkpointed as a dataclass (``rl_utils.Run.save`` / ``Run.restore``)."""
+
+    epoch: int = 0
+    """completed epochs"""
+    step: int = 0
+    """optimiser steps done"""
+    best_acc: float = -1.0
+    """best test accuracy measured after an epoch"""
+    best_epoch: int = 0
+    train_seconds: float = 0.0
+    """seconds spent in completed training epochs (evaluation excluded)"""
+    images: int = 0
+    """training images seen in completed epochs"""
+    # The sums of the epoch in progress: a checkpoint taken inside an epoch resumes its loss/accuracy exactly.
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+    def epoch_stats(self) -> EpochStats:
+        n = max(self.seen, 1)
+        return EpochStats(self.loss_sum / n, self.correct / n, self.seen / max(self.seconds, 1e-9), self.seconds)
+
+    def end_epoch(self) -> None:
+        self.epoch += 1
+        self.train_seconds += self.seconds
+        self.images += self.seen
+        self.loss_sum, self.correct, self.seen, self.seconds = 0.0, 0, 0, 0.0
+
+
+def train_epoch(model: nn.Module, loader: Iterable | ImageLoader, optimizer: torch.optim.Optimizer,
+                loss_fn: Callable = F.cross_entropy, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                grad_clip: float = 0.0, amp: Amp | None = None, progress: Progress | None = None,
+                should_stop: Callable[[], bool] = lambda: False,
+                on_step: Callable[[Progress, float], None] | None = None) -> EpochStats:
+    """One pass in train mode over what is left of the loader's epoch (d2l's ``train_ch6`` inner loop), plus what
+    transformers need: ``scheduler.step()`` after every optimiser step, gradient-norm clipping (``grad_clip`` > 0)
+    and mixed precision (:class:`Amp`). Label smoothing goes in ``loss_fn``, e.g.
+    ``functools.partial(F.cross_entropy, label_smoothing=0.1)``.
+
+    Loss/acc are averages over the images seen (d2l's Accumulator(3)), summed in ``progress`` (a fresh
+    :class:`Progress` when None) together with the step count, so an epoch stopped by ``should_stop()`` (checked
+    after every step) and resumed from a checkpoint reports the same numbers. ``on_step(progress, loss)`` runs after
+    every step."""
     model.train()
-    total_loss, correct, n, t0 = 0.0, 0, 0, time.perf_counter()
-    for b, (x, y) in enumerate(loader):
-        logits = model(x)  # [B, classes]
-        loss = loss_fn(logits, y)
+    amp = amp or Amp("cpu", enabled=False)
+    p = progress if progress is not None else Progress()
+    t0 = time.perf_counter()
+    for x, y in loader:
+        with amp.autocast():
+            logits = model(x)  # [B, classes]
+            loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(y)
-        correct += accuracy(logits.detach(), y)
-        n += len(y)
-        if (max_batches and b + 1 >= max_batches) or should_stop():
+        amp.scaler.scale(loss).backward()
+        if grad_clip > 0:
+            amp.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        amp.scaler.step(optimizer)
+        amp.scaler.update()
+        if scheduler is not None:
+            scheduler.step()
+        p.step += 1
+        p.loss_sum += loss.item() * len(y)
+        p.correct += accuracy(logits.detach(), y)
+        p.seen += len(y)
+        if on_step is not None:
+            on_step(p, loss.item())
+        if should_stop():
             break
-    seconds = time.perf_counter() - t0
-    return EpochStats(total_loss / max(n, 1), correct / max(n, 1), n / max(seconds, 1e-9), seconds)
+    p.seconds += time.perf_counter() - t0
+    return p.epoch_stats()
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterator | ImageLoader, loss_fn: Callable = F.cross_entropy) -> EpochStats:
-    """Loss and accuracy in eval mode (BatchNorm uses its moving averages, dropout is off)."""
+def predict(model: nn.Module, loader: Iterable | ImageLoader, amp: Amp | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [N, classes] float32 on CPU, labels [N]) over a loader, in eval mode."""
     model.eval()
-    total_loss, correct, n, t0 = 0.0, 0, 0, time.perf_counter()
+    amp = amp or Amp("cpu", enabled=False)
+    logits, labels = [], []
     for x, y in loader:
-        logits = model(x)
-        total_loss += loss_fn(logits, y, reduction="sum").item()
-        correct += accuracy(logits, y)
-        n += len(y)
+        with amp.autocast():
+            logits.append(model(x).float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(model: nn.Module, loader: Iterable | ImageLoader, amp: Amp | None = None,
+             loss_fn: Callable = F.cross_entropy) -> EpochStats:
+    """Loss and accuracy in eval mode (BatchNorm uses its moving averages, dropout is off; mixed precision on CUDA
+    when ``amp`` says so)."""
+    t0 = time.perf_counter()
+    logits, y = predict(model, loader, amp)
     seconds = time.perf_counter() - t0
-    return EpochStats(total_loss / max(n, 1), correct / max(n, 1), n / max(seconds, 1e-9), seconds)
+    return EpochStats(float(loss_fn(logits, y)), accuracy(logits, y) / max(len(y), 1),
+                      len(y) / max(seconds, 1e-9), seconds)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The epoch loop of every image classifier (d2l CNNs, ViT, Swin): flags, fit(), exact resume
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainArgs(RunArgs):
+    """Flags of every deep-learning train.py on top of ``rl_utils.RunArgs`` (seed, device, run folder, resume)."""
+
+    stop_after: int = 0
+    """stop as Ctrl-C does (save ckpt/latest.pt, print the --resume command) once N optimiser steps are done in
+    total (0 = never); resuming continues exactly, as if never stopped"""
+
+    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {"stop_after": (0, None)}
+
+
+@dataclass
+class ImageArgs(TrainArgs):
+    """:class:`TrainArgs` plus the smoke-test cuts of the image datasets."""
+
+    train_subset: int = 0
+    """use only the first N training images (0 = all); for smoke tests"""
+    test_subset: int = 0
+    """use only the first N test images (0 = all)"""
+    max_batches: int = 0
+    """stop each epoch after N minibatches (0 = full epochs); for smoke tests"""
+
+    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "train_subset": (0, None), "test_subset": (0, None), "max_batches": (0, None)}
+
+
+@dataclass
+class FitResult:
+    progress: Progress
+    train: EpochStats | None
+    """the last epoch's training numbers (None when no epoch ran: a finished run resumed)"""
+    test: EpochStats | None
+    """the final test numbers (None when interrupted)"""
+    interrupted: bool = False
+
+    @property
+    def images_per_s(self) -> float:
+        return self.progress.images / max(self.progress.train_seconds, 1e-9)
+
+
+def fit(run: rl_utils.Run, model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: ImageLoader,
+        test_loader: ImageLoader, *, epochs: int, total_steps: int = 0,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, loss_fn: Callable = F.cross_entropy,
+        grad_clip: float = 0.0, amp: Amp | None = None, resume: rl_utils.Checkpoint | None = None,
+        stop_after: int = 0, saved: dict[str, Any] | None = None) -> FitResult:
+    """Train for ``epochs`` epochs (or until ``total_steps`` optimiser steps, 0 = epochs x batches per epoch).
+
+    After every epoch: evaluate on ``test_loader``, log train/test loss and accuracy, lr and images/s against the
+    epoch number, print one line, save ``ckpt/best.pt`` (highest test accuracy, with ``metric``) and
+    ``ckpt/latest.pt``. A tqdm bar shows the batches of the epoch. Ctrl-C (or ``stop_after`` steps) stops after
+    the current step and saves ``ckpt/latest.pt`` *inside* the epoch: the model, optimiser, scheduler, the loader's
+    epoch/position/augmentation generator, the :class:`Progress` counters and every RNG state, so ``--resume``
+    gives bit for bit the run that was never stopped (on CPU). ``resume`` (from ``rl_utils.parse_run_args``) is
+    restored here; ``saved`` are extra plain values stored in every checkpoint (configs, class names, mean/std)."""
+    amp = amp or Amp("cpu", enabled=False)
+    progress = Progress()
+    objects: dict[str, Any] = dict(model=model, optimizer=optimizer, loader=train_loader, progress=progress)
+    if scheduler is not None:
+        objects["scheduler"] = scheduler
+    if amp.scaler.is_enabled():
+        objects["grad_scaler"] = amp.scaler
+    if resume is not None:
+        rl_utils.Run.restore(resume, **objects)
+    total_steps = total_steps or epochs * len(train_loader)
+    start_step = progress.step
+
+    def save(name: str, **extra: Any) -> Path:
+        return run.save(name, progress.epoch, **objects, **(saved or {}), **extra)
+
+    def stop_requested() -> bool:
+        return interrupt.requested or start_step < stop_after <= progress.step
+
+    train = test = None
+    interrupt = rl_utils.GracefulInterrupt()
+    with interrupt.installed():
+        while progress.epoch < epochs and progress.step < total_steps:
+            bar = _progress_bar(len(train_loader), train_loader.position, f"epoch {progress.epoch + 1}")
+
+            def on_step(p: Progress, loss: float) -> None:
+                bar.update(1)
+                if p.step % 10 == 0:
+                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+            train = train_epoch(model, train_loader, optimizer, loss_fn, scheduler, grad_clip, amp, progress,
+                                should_stop=lambda: stop_requested() or progress.step >= total_steps,
+                                on_step=on_step)
+            bar.close()
+            if train_loader.position == 0 or progress.step >= total_steps:  # the epoch is complete
+                test = evaluate(model, test_loader, amp)
+                progress.end_epoch()
+                if test.acc > progress.best_acc:
+                    progress.best_acc, progress.best_epoch = test.acc, progress.epoch
+                    save("best", metric=test.acc)
+                lr = optimizer.param_groups[0]["lr"]
+                run.log_dict({"train/loss": train.loss, "train/acc": train.acc, "test/loss": test.loss,
+                              "test/acc": test.acc, "charts/lr": lr, "charts/images_per_s": train.images_per_s,
+                              "charts/step": progress.step}, progress.epoch)
+                run.flush()  # so metrics.csv can be watched while the run goes on
+                save("latest")
+                print(f"epoch {progress.epoch:3d} | step {progress.step:6d} | loss {train.loss:.3f} | train acc "
+                      f"{train.acc:.3f} | test acc {test.acc:.4f} | best {progress.best_acc:.4f} | lr {lr:.2e} | "
+                      f"{train.images_per_s:5.0f} img/s | {run.elapsed:5.0f}s", flush=True)
+            if stop_requested():
+                latest = save("latest")
+                print(f"stopped at step {progress.step} (epoch {progress.epoch} + {train_loader.position} batches); "
+                      f"resume with: python {sys.argv[0]} --resume {latest}", flush=True)
+                return FitResult(progress, train, None, interrupted=True)
+    if test is None:  # a finished run resumed: evaluate it as it is
+        test = evaluate(model, test_loader, amp)
+    return FitResult(progress, train, test)
+
+
+def _progress_bar(total: int, initial: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    # disable=None: no bar when stderr is not a terminal (logs, subprocess tests); leave=False keeps one line.
+    return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False, dynamic_ncols=True, disable=None)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -415,8 +652,7 @@ def plot_test_curves(curves: dict[str, tuple[Sequence[float], Sequence[float]]],
 
 
 # ================================================================================================================
-# Added for ViT / Swin (issue 5): more datasets, augmentation, optimisers and schedules, a richer train step,
-# confusion matrices and best-checkpoint saving. Everything above keeps its behaviour; everything below is generic.
+# Added for ViT / Swin (issue 5): more datasets, augmentation, optimisers and schedules, confusion matrices.
 # ================================================================================================================
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -606,89 +842,7 @@ def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Mixed precision and a train step with per-step schedule, gradient clipping and AMP
-# ----------------------------------------------------------------------------------------------------------------
-class Amp:
-    """Mixed precision on CUDA (bfloat16 when the GPU supports it, else float16 with a GradScaler); a no-op on
-    CPU or when ``enabled`` is False, so the same loop runs everywhere."""
-
-    def __init__(self, device: torch.device | str, enabled: bool = True):
-        device = torch.device(device)
-        self.enabled = bool(enabled) and device.type == "cuda"
-        self.dtype = (torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
-
-    def autocast(self):
-        return torch.autocast("cuda", dtype=self.dtype, enabled=self.enabled)
-
-    def describe(self) -> str:
-        return str(self.dtype).replace("torch.", "") if self.enabled else "off"
-
-
-def train_epoch_steps(model: nn.Module, loader: Iterator | ImageLoader, optimizer: torch.optim.Optimizer,
-                      loss_fn: Callable = F.cross_entropy, scheduler: torch.optim.lr_scheduler.LRScheduler |
-                      None = None, grad_clip: float = 0.0, amp: Amp | None = None, max_batches: int = 0,
-                      should_stop: Callable[[], bool] = lambda: False,
-                      on_step: Callable[[dict], None] | None = None) -> EpochStats:
-    """:func:`train_epoch` plus what transformers need: ``scheduler.step()`` after every optimiser step,
-    gradient-norm clipping (``grad_clip`` > 0), mixed precision (:class:`Amp`) and an ``on_step`` callback
-    receiving ``{"loss", "lr", "grad_norm"}`` (for per-step logging). Label smoothing goes in ``loss_fn``,
-    e.g. ``functools.partial(F.cross_entropy, label_smoothing=0.1)``."""
-    model.train()
-    amp = amp or Amp("cpu", enabled=False)
-    total_loss, correct, n, t0 = 0.0, 0, 0, time.perf_counter()
-    for b, (x, y) in enumerate(loader):
-        with amp.autocast():
-            logits = model(x)  # [B, classes]
-            loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        amp.scaler.scale(loss).backward()
-        grad_norm = float("nan")
-        if grad_clip > 0:
-            amp.scaler.unscale_(optimizer)
-            grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
-        amp.scaler.step(optimizer)
-        amp.scaler.update()
-        lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:
-            scheduler.step()
-        total_loss += loss.item() * len(y)
-        correct += accuracy(logits.detach(), y)
-        n += len(y)
-        if on_step is not None:
-            on_step({"loss": loss.item(), "lr": lr, "grad_norm": grad_norm})
-        if (max_batches and b + 1 >= max_batches) or should_stop():
-            break
-    seconds = time.perf_counter() - t0
-    return EpochStats(total_loss / max(n, 1), correct / max(n, 1), n / max(seconds, 1e-9), seconds)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, loader: Iterator | ImageLoader, amp: Amp | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits [N, classes] float32 on CPU, labels [N]) over a loader, in eval mode."""
-    model.eval()
-    amp = amp or Amp("cpu", enabled=False)
-    logits, labels = [], []
-    for x, y in loader:
-        with amp.autocast():
-            logits.append(model(x).float().cpu())
-        labels.append(y.cpu())
-    return torch.cat(logits), torch.cat(labels)
-
-
-def evaluate_amp(model: nn.Module, loader: Iterator | ImageLoader, amp: Amp | None = None,
-                 loss_fn: Callable = F.cross_entropy) -> EpochStats:
-    """:func:`evaluate` under mixed precision (same numbers as ``evaluate`` on CPU)."""
-    t0 = time.perf_counter()
-    logits, y = predict(model, loader, amp)
-    seconds = time.perf_counter() - t0
-    return EpochStats(float(loss_fn(logits, y)), accuracy(logits, y) / max(len(y), 1),
-                      len(y) / max(seconds, 1e-9), seconds)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Confusion matrix and best-checkpoint saving
+# Confusion matrix
 # ----------------------------------------------------------------------------------------------------------------
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``cm[true, predicted]`` counts (int64 ``[K, K]``); ``preds`` are class indices or logits ``[N, K]``."""
@@ -728,21 +882,17 @@ def plot_confusion_matrix(cm: torch.Tensor, classes: Sequence[str], out: str | P
     return out
 
 
-class BestCheckpoint:
-    """Keeps ``path`` (e.g. ``ckpt/best.pt``) holding the state with the highest metric seen so far."""
-
-    def __init__(self, path: str | Path, best: float = -math.inf):
-        self.path, self.best = Path(path), best
-
-    def update(self, metric: float, **state) -> bool:
-        """Save ``state`` (see ``rl_utils.save_checkpoint``) when ``metric`` beats the best; True if it did."""
-        if not metric > self.best:
-            return False
-        from rl_utils import save_checkpoint
-
-        self.best = metric
-        save_checkpoint(self.path, metric=metric, **state)
-        return True
+def report(run: rl_utils.Run, model: nn.Module, test_loader: ImageLoader, classes: Sequence[str],
+           amp: Amp | None = None, title: str = "") -> tuple[float, list[float]]:
+    """The end of a run: ``confusion_matrix.png`` and ``learning_curve.png`` (from metrics.csv) in the run folder.
+    Returns (test accuracy, per-class accuracy)."""
+    logits, labels = predict(model, test_loader, amp)
+    cm = confusion_matrix(logits, labels, len(classes))
+    acc = float(cm.trace()) / max(int(cm.sum()), 1)
+    plot_confusion_matrix(cm, list(classes), run.run_dir / "confusion_matrix.png", title=f"{title}: test acc {acc:.4f}")
+    run.flush()  # the curve reads metrics.csv
+    plot_history(run.run_dir, run.run_dir / "learning_curve.png", title=title)
+    return acc, [round(float(cm[i, i]) / max(int(cm[i].sum()), 1), 4) for i in range(len(cm))]
 
 
 # ----------------------------------------------------------------------------------------------------------------

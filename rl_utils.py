@@ -1493,6 +1493,18 @@ def _run_label(run_dir: Path) -> str:
         return run_dir.name
 
 
+def _run_seed(run_dir: Path) -> int | None:
+    try:
+        return json.loads((run_dir / "config.json").read_text()).get("seed")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _tags(run_dir: Path) -> set[str]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return {row["tag"] for row in csv.DictReader(f)}
+
+
 def plot_curves(
     run_dirs: Sequence[str | Path],
     out: str | Path,
@@ -1512,6 +1524,7 @@ def plot_curves(
     for i, run in enumerate(map(Path, run_dirs)):
         groups.setdefault(labels[i] if labels else _run_label(run), []).append(run)
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    plotted = 0
     for label, runs in groups.items():
         for tag in tags:
             curves = [read_metrics(r, tag)[:2] for r in runs]
@@ -1519,14 +1532,21 @@ def plot_curves(
             if not curves:
                 continue
             name = label if len(tags) == 1 else f"{label} {tag}"
+            plotted += 1
             if len(curves) == 1:
                 ax.plot(*curves[0], label=name)
                 continue
+            seeds = {_run_seed(r) for r in runs}
+            unit = "seeds" if len(seeds) == len(runs) and None not in seeds else "runs"
             grid = np.linspace(max(c[0][0] for c in curves), min(c[0][-1] for c in curves), 200)
             ys = np.stack([np.interp(grid, x, y) for x, y in curves])
             mean, std = ys.mean(0), ys.std(0)
-            ax.plot(grid, mean, label=f"{name} ({len(curves)} seeds)")
+            ax.plot(grid, mean, label=f"{name} ({len(curves)} {unit}, band ±1 std up to the shortest)")
             ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
+    if not plotted:
+        plt.close(fig)
+        known = sorted({row for r in map(Path, run_dirs) for row in _tags(r)})
+        raise UsageError(f"no data for tag(s) {', '.join(tags)} in these runs; tags there: {', '.join(known)}")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("return")
     ax.set_title(title or ", ".join(tags))

@@ -120,15 +120,20 @@ class ActorCritic(nn.Module):
             noise = torch.randn_like(out)
             action = out + std * noise  # [B, d]
             logprob = (-0.5 * noise.pow(2) - self.log_std - HALF_LOG_2PI).sum(-1)  # Σ_i log N(a_i; μ_i, σ_i)
+        return action, logprob, self._value(obs, features)
+
+    def _value(self, obs: torch.Tensor, actor_features: torch.Tensor) -> torch.Tensor:
+        """V(s) [B] on the fast path, reusing the actor's features when the trunk is shared."""
         if self.critic_head is None:
-            return action, logprob, torch.zeros_like(logprob)
-        critic = features if self.shared else fast_forward(self.critic_trunk, obs)
-        return action, logprob, F.linear(critic, self.critic_head.weight, self.critic_head.bias).squeeze(-1)
+            return torch.zeros(obs.shape[0], device=obs.device)
+        critic = actor_features if self.shared else fast_forward(self.critic_trunk, obs)
+        return F.linear(critic, self.critic_head.weight, self.critic_head.bias).squeeze(-1)
 
     def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log π(a|s), entropy of π(·|s), V(s)) for stored actions, each [B]."""
-        out = self.actor_head(self.actor_trunk(obs))
+        features = fast_forward(self.actor_trunk, obs)
+        out = F.linear(features, self.actor_head.weight, self.actor_head.bias)
         if self.discrete:
             logp_all = out.log_softmax(-1)  # [B, n]
             logprob = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
@@ -137,7 +142,7 @@ class ActorCritic(nn.Module):
             z = (actions - out) * torch.exp(-self.log_std)
             logprob = (-0.5 * z.pow(2) - self.log_std - HALF_LOG_2PI).sum(-1)
             entropy = (0.5 + HALF_LOG_2PI + self.log_std).sum().expand(out.shape[0])  # does not depend on s
-        return logprob, entropy, self.value(obs)
+        return logprob, entropy, self._value(obs, features)
 
     def log_prob(self, dist: Distribution, actions: torch.Tensor) -> torch.Tensor:
         """log π(a|s), [B], from a :meth:`distribution`: summed over action dimensions for a Gaussian."""
@@ -149,7 +154,7 @@ class ActorCritic(nn.Module):
     @torch.no_grad()
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         """The evaluation action: argmax for Discrete, the mean for a Gaussian."""
-        out = self.actor_head(self.actor_trunk(obs))
+        out = F.linear(fast_forward(self.actor_trunk, obs), self.actor_head.weight, self.actor_head.bias)
         return out.argmax(-1) if self.discrete else out
 
 

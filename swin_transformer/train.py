@@ -24,6 +24,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ from swin_transformer.model import (  # noqa: E402
 
 
 @dataclass
-class Args:
+class Args(dl_utils.ImageArgs):
     """Train a Swin Transformer (shifted-window ViT) on a small image dataset, or fine-tune one."""
 
     config: str = "mnist"
@@ -102,31 +103,18 @@ class Args:
     """start from weights: our checkpoint, a state_dict file (ours, official or timm layout), or timm:NAME"""
     normalize: bool = True
     """standardise inputs with the training set's per-channel mean/std"""
-    train_subset: int = 0
-    """use only the first N training images (0 = all); for smoke tests"""
-    test_subset: int = 0
-    """use only the first N test images (0 = all)"""
-    max_batches: int = 0
-    """stop each epoch after N minibatches (0 = full epochs); for smoke tests"""
     fused_attn: bool = True
     """F.scaled_dot_product_attention (True) or the written-out softmax(qk^T/sqrt(d) + B + mask) v path"""
     amp: bool = True
     """mixed precision on CUDA (bf16 / fp16); ignored on CPU"""
     summary: bool = False
     """print the per-stage shapes, windows, shifts and parameter counts, then exit"""
-    seed: int = 1
-    """seed of torch (init, dropout, stochastic depth), the batch order and the augmentation: same seed -> same run
-    on CPU"""
-    device: str = "auto"
-    """auto (CUDA when present), cpu or cuda"""
-    torch_threads: int = 1
-    """torch CPU threads (0 = torch's default); 1 is the safe choice on a shared 2-core machine"""
-    runs_dir: str = "runs"
-    """folder that receives the run folder {dataset}__swin_{config}__{seed}__{time}"""
-    run_name: str = ""
-    """override the run folder name"""
-    resume: str = ""
-    """checkpoint (ckpt/latest.pt) to continue from, at the epoch where it stopped"""
+
+    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "epochs": (1, None), "batch_size": (1, None), "lr": (0, None), "weight_decay": (0, None),
+        "warmup_epochs": (0, None), "min_lr_ratio": (0, 1), "label_smoothing": (0, 1), "grad_clip": (0, None),
+        "drop_path": (-1, 1), "aug_flip": (0, 1), "aug_zoom": (0, 1), "resize": (0, None), "embed_dim": (0, None),
+        "window_size": (0, None), "patch_size": (0, None)}
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
@@ -142,17 +130,6 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 def validate(args: Args) -> None:
     dl_utils.check_choice("config", args.config, list(CONFIGS))
     dl_utils.check_choice("dataset", args.dataset, list(dl_utils.ALL_DATASETS))
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise rl_utils.UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not args.lr > 0 or not math.isfinite(args.lr):
-        raise rl_utils.UsageError(f"--lr must be a positive number, got {args.lr}")
-    if args.resize < 0 or args.embed_dim < 0 or args.window_size < 0 or args.patch_size < 0:
-        raise rl_utils.UsageError("--resize, --embed-dim, --window-size and --patch-size must be >= 0")
-    if not 0 <= args.label_smoothing < 1:
-        raise rl_utils.UsageError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
-    if args.drop_path >= 1:
-        raise rl_utils.UsageError(f"--drop-path must be < 1, got {args.drop_path}")
 
 
 def build_config(args: Args, data: dl_utils.ImageData) -> SwinConfig:
@@ -271,17 +248,9 @@ def format_summary(model: SwinTransformer, cfg: SwinConfig) -> str:
 
 
 def main() -> None:
-    args = rl_utils.parse_args(Args)
-    ckpt = None
-    if args.resume:
-        ckpt = rl_utils.load_checkpoint(args.resume)
-        given = rl_utils.explicit_flags(Args) - {"resume"}
-        args = Args(**{**ckpt["args"], **{k: getattr(args, k) for k in given}, "resume": args.resume})
+    args, ckpt = rl_utils.parse_run_args(Args)
     validate(args)
-    rl_utils.set_seed(args.seed)
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    device = rl_utils.pick_device(args.device)
+    device = rl_utils.setup(args)
 
     data = dl_utils.load_dataset(args.dataset, args.data_dir).subset(args.train_subset, args.test_subset)
     source_state, source_note = None, ""
@@ -315,106 +284,48 @@ def main() -> None:
         return
 
     optimizer = dl_utils.make_optimizer(model, "adamw", lr=args.lr, weight_decay=args.weight_decay)
-    steps_per_epoch = math.ceil(len(data.train_y) / args.batch_size)
-    if args.max_batches:
-        steps_per_epoch = min(steps_per_epoch, args.max_batches)
-    total_steps = args.epochs * steps_per_epoch
-    scheduler = dl_utils.warmup_cosine_scheduler(optimizer, total_steps, round(args.warmup_epochs * steps_per_epoch),
-                                                 args.min_lr_ratio)
     mean, std = dl_utils.channel_stats(data.train_x) if args.normalize else (None, None)
     augment = dl_utils.Augment(degrees=args.aug_degrees, translate=args.aug_translate,
                                scale=(1 - args.aug_zoom, 1 + args.aug_zoom), flip=args.aug_flip, seed=args.seed)
     train_loader = dl_utils.ImageLoader(data.train_x, data.train_y, args.batch_size, shuffle=True, resize=resize,
-                                        seed=args.seed, device=device, mean=mean, std=std, augment=augment)
+                                        seed=args.seed, device=device, mean=mean, std=std, augment=augment,
+                                        max_batches=args.max_batches)
     test_loader = dl_utils.ImageLoader(data.test_x, data.test_y, 256, resize=resize, device=device, mean=mean,
                                        std=std)
+    total_steps = args.epochs * len(train_loader)
+    scheduler = dl_utils.warmup_cosine_scheduler(optimizer, total_steps, round(args.warmup_epochs * len(train_loader)),
+                                                 args.min_lr_ratio)
     amp = dl_utils.Amp(device, enabled=args.amp)
-    loss_fn = functools.partial(F.cross_entropy, label_smoothing=args.label_smoothing)
-
-    state = {"epoch": 0, "best_test_acc": 0.0, "best_epoch": 0, "train_seconds": 0.0, "images": 0}
-    run_dir = None  # a new run: RunLogger names the folder
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        augment.load_state_dict(ckpt["augment"])
-        state.update(ckpt["state"])
-        rl_utils.set_rng_state(ckpt["rng"])
-        train_loader.epoch = state["epoch"]  # the batch order of epoch e depends only on (seed, e)
-        run_dir = Path(args.resume).resolve().parent.parent
-    logger = rl_utils.RunLogger(args, f"swin_{args.config}", run_dir=run_dir, start_step=state["epoch"],
-                                elapsed=ckpt["state"]["elapsed"] if ckpt else 0.0, task=args.dataset)
-    best = dl_utils.BestCheckpoint(logger.run_dir / "ckpt" / "best.pt", best=state["best_test_acc"] if ckpt else -1)
+    run = rl_utils.Run(args, f"swin_{args.config}", resume=ckpt, task=args.dataset)
     stages = " -> ".join(f"{r}x{r}" for r in cfg.stage_resolutions())
     print(f"Swin '{args.config}' ({n_params:,} parameters; C {cfg.embed_dim}, depths {list(cfg.depths)}, heads "
           f"{list(cfg.num_heads)}, window {cfg.window_size}, {cfg.img_size}px, tokens {stages}) on {args.dataset}: "
           f"{len(data.train_y)} train / {len(data.test_y)} test images ({data.source}), device {device}"
           f"{source_note}", flush=True)
-
-    def save_state() -> dict:
-        state["elapsed"] = logger.elapsed
-        return dict(model=model, optimizer=optimizer, scheduler=scheduler, augment=augment.state_dict(),
-                    args=dataclasses.asdict(args), swin_config=config_dict(cfg), state=dict(state))
-
-    train = test = None
-    interrupt = rl_utils.GracefulInterrupt()
-    with interrupt.installed():
-        while state["epoch"] < args.epochs and not interrupt.requested:
-            step0 = state["epoch"] * steps_per_epoch
-
-            def on_step(info: dict, counter=[step0]) -> None:  # noqa: B006 - a per-epoch step counter
-                counter[0] += 1
-                if counter[0] % 10 == 0:
-                    logger.log_dict({"train/step_loss": info["loss"], "charts/lr": info["lr"]}, counter[0])
-
-            train = dl_utils.train_epoch_steps(model, train_loader, optimizer, loss_fn, scheduler, args.grad_clip,
-                                               amp, max_batches=args.max_batches, on_step=on_step,
-                                               should_stop=lambda: interrupt.requested)
-            if interrupt.requested:  # a partial epoch is not logged; resume repeats it
-                break
-            test = dl_utils.evaluate_amp(model, test_loader, amp)
-            state["epoch"] += 1
-            state["train_seconds"] += train.seconds
-            state["images"] += round(train.images_per_s * train.seconds)
-            epoch = state["epoch"]
-            if test.acc > state["best_test_acc"]:
-                state["best_test_acc"], state["best_epoch"] = test.acc, epoch
-            best.update(test.acc, **save_state())
-            logger.log_dict({"train/loss": train.loss, "train/acc": train.acc, "test/loss": test.loss,
-                             "test/acc": test.acc, "charts/images_per_s": train.images_per_s}, epoch)
-            logger.flush()  # so metrics.csv can be watched while the run goes on
-            print(f"epoch {epoch:3d} | loss {train.loss:.3f} | train acc {train.acc:.3f} | test acc {test.acc:.4f} "
-                  f"| best {state['best_test_acc']:.4f} | lr {optimizer.param_groups[0]['lr']:.2e} "
-                  f"| {train.images_per_s:5.0f} img/s | {logger.elapsed:5.0f}s", flush=True)
-
-    latest = rl_utils.save_checkpoint(logger.run_dir / "ckpt" / "latest.pt", **save_state())
-    if interrupt.requested:
-        logger.close()
-        print(f"interrupted after epoch {state['epoch']} (best test acc {state['best_test_acc']:.4f}); resume with: "
-              f"python {sys.argv[0]} --resume {latest}")
+    result = dl_utils.fit(run, model, optimizer, train_loader, test_loader, epochs=args.epochs, scheduler=scheduler,
+                          loss_fn=functools.partial(F.cross_entropy, label_smoothing=args.label_smoothing),
+                          grad_clip=args.grad_clip, amp=amp, resume=ckpt, stop_after=args.stop_after,
+                          saved=dict(swin_config=config_dict(cfg)))
+    if result.interrupted:
+        run.close()
         return
-    logits, labels = dl_utils.predict(model, test_loader, amp)
-    final_acc = dl_utils.accuracy(logits, labels) / max(len(labels), 1)
-    cm = dl_utils.confusion_matrix(logits, labels, data.num_classes)
-    dl_utils.plot_confusion_matrix(cm, data.classes, logger.run_dir / "confusion_matrix.png",
-                                   title=f"Swin {args.config} on {args.dataset}: final test acc {final_acc:.4f}")
-    logger.flush()  # the plot reads metrics.csv
-    dl_utils.plot_history(logger.run_dir, logger.run_dir / "learning_curve.png",
-                          title=f"Swin {args.config} on {args.dataset} (C {cfg.embed_dim}, {n_params:,} params)")
-    images_per_s = state["images"] / max(state["train_seconds"], 1e-9)
-    logger.write_summary(
-        headline=f"final test acc {final_acc:.4f}, best {state['best_test_acc']:.4f} (epoch {state['best_epoch']})",
+    progress, train = result.progress, result.train
+    final_acc, _ = dl_utils.report(run, model, test_loader, data.classes, amp,
+                                   title=f"Swin {args.config} on {args.dataset} (C {cfg.embed_dim}, "
+                                         f"{n_params:,} params)")
+    run.write_summary(
+        headline=f"final test acc {final_acc:.4f}, best {progress.best_acc:.4f} (epoch {progress.best_epoch})",
         model=f"swin_{args.config}", dataset=args.dataset, swin_config=config_dict(cfg), parameters=n_params,
-        epochs=state["epoch"], lr=args.lr, batch_size=args.batch_size, finetune=args.finetune,
+        epochs=progress.epoch, lr=args.lr, batch_size=args.batch_size, finetune=args.finetune,
         train_loss=train.loss if train else None, train_acc=train.acc if train else None,
-        final_test_acc=final_acc, best_test_acc=state["best_test_acc"], best_epoch=state["best_epoch"],
-        train_images_per_s=round(images_per_s, 1), train_seconds=round(state["train_seconds"], 1),
-        wall_time_s=round(logger.elapsed, 1), device=str(device), torch_threads=args.torch_threads, seed=args.seed,
+        final_test_acc=final_acc, best_test_acc=progress.best_acc, best_epoch=progress.best_epoch,
+        train_images_per_s=round(result.images_per_s, 1), train_seconds=round(progress.train_seconds, 1),
+        wall_time_s=round(run.elapsed, 1), device=str(device), torch_threads=args.torch_threads, seed=args.seed,
     )
-    logger.close()
-    print(f"final test acc {final_acc:.4f}, best {state['best_test_acc']:.4f} at epoch {state['best_epoch']} "
-          f"(swin_{args.config}, {args.dataset}, {state['epoch']} epochs, {images_per_s:.0f} img/s, "
-          f"{logger.elapsed:.0f}s) | run folder: {logger.run_dir} (metrics.csv, learning_curve.png, "
+    run.close()
+    print(f"final test acc {final_acc:.4f}, best {progress.best_acc:.4f} at epoch {progress.best_epoch} "
+          f"(swin_{args.config}, {args.dataset}, {progress.epoch} epochs, {result.images_per_s:.0f} img/s, "
+          f"{run.elapsed:.0f}s) | run folder: {run.run_dir} (metrics.csv, learning_curve.png, "
           f"confusion_matrix.png, summary.json, ckpt/best.pt, ckpt/latest.pt)")
 
 

@@ -167,7 +167,7 @@ def _main(monkeypatch, *argv):
 def test_missing_data_dir_and_bad_values_are_usage_errors(monkeypatch, tmp_path):
     with pytest.raises(rl_utils.UsageError, match="data folder not found"):
         _main(monkeypatch, "--dataset", "fashion-mnist", "--data-dir", tmp_path / "nope", "--runs-dir", tmp_path)
-    with pytest.raises(rl_utils.UsageError, match="--lr must be a positive"):
+    with pytest.raises(rl_utils.UsageError, match="--lr must be >= 0"):
         _main(monkeypatch, "--lr", "-1", "--runs-dir", tmp_path)
     with pytest.raises(rl_utils.UsageError, match="recipe"):
         _main(monkeypatch, "--recipe", "gpu", "--runs-dir", tmp_path)

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from classic_rl.dynamic_programming import dp
-from classic_rl.tabular import maze_env  # noqa: F401 - registers Maze4x4-v0
+from classic_rl.dynamic_programming import dp, maze_env  # noqa: F401 - maze_env registers Maze4x4-v0
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENVS = [

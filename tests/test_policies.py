@@ -26,6 +26,7 @@ def test_fast_path_equals_torch_distributions(space):
     torch.testing.assert_close(new_logprob, logprob)
     torch.testing.assert_close(entropy, agent.entropy(dist))
     torch.testing.assert_close(value, value2)
+    torch.testing.assert_close(value, agent.value(obs))  # the plain nn.Module path
     if not agent.discrete:  # independent dimensions: log π(a|s) = Σ_i log N(a_i; μ_i, σ_i)
         manual = sum(torch.distributions.Normal(dist.mean[:, i], dist.stddev[:, i]).log_prob(action[:, i])
                      for i in range(2))

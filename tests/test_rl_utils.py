@@ -294,6 +294,9 @@ def test_plot_cli_and_errors(tmp_path):
     out = tmp_path / "curves.png"
     run_script("rl_utils.py", "plot", tmp_path / "run1", tmp_path / "run2", "--out", out)
     assert out.stat().st_size > 1000
+    proc = run_script("rl_utils.py", "plot", tmp_path / "run1", "--tag", "eval/retrun", "--out", tmp_path / "x.png",
+                      check=False)
+    assert proc.returncode == 2 and "tags there: eval/return" in proc.stderr and not (tmp_path / "x.png").exists()
     proc = run_script("rl_utils.py", "plot", tmp_path / "nope", check=False)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and len(proc.stderr.splitlines()) == 1
 

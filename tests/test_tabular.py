@@ -14,8 +14,8 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from classic_rl.dynamic_programming.maze_env import Maze4x4Env
 from classic_rl.tabular.agents import ExpectedSarsa, QLearning, Sarsa, SarsaLambda, make_agent
-from classic_rl.tabular.maze_env import Maze4x4Env
 from classic_rl.tabular.training import evaluate_greedy, make_tabular_env, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

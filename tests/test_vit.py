@@ -257,9 +257,6 @@ def test_schedule_optimizer_groups_confusion_matrix(tmp_path):
     cm = dl_utils.confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
     assert cm.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     assert dl_utils.plot_confusion_matrix(cm, ["a", "b", "c"], tmp_path / "cm.png").is_file()
-    best = dl_utils.BestCheckpoint(tmp_path / "best.pt")
-    assert best.update(0.5, x=1) and not best.update(0.4, x=2) and best.update(0.6, x=3)
-    assert torch.load(tmp_path / "best.pt", weights_only=False)["x"] == 3
 
 
 def test_imagefolder_dataset(tmp_path):

@@ -18,16 +18,29 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+import dl_utils  # noqa: E402
 import rl_utils  # noqa: E402
-from transformer_basic.data import PAD, DataConfig, batches, encode_pairs, load_pairs, train_tokenizer  # noqa: E402
+from transformer_basic.data import (  # noqa: E402
+    PAD,
+    DataConfig,
+    batches,
+    encode_pairs,
+    load_pairs,
+    pad_batch,
+    tokenizer_from_state,
+    train_tokenizer,
+)
 from transformer_basic.model import (  # noqa: E402
     Transformer,
     TransformerConfig,
@@ -39,7 +52,7 @@ from transformer_basic.translate import BLEU_TOKENIZE, decode_texts, score  # no
 
 
 @dataclass
-class Args:
+class Args(dl_utils.TrainArgs):
     """Train an encoder-decoder Transformer on dates, copy, reverse, or your parallel text files."""
 
     task: str = "date"
@@ -125,17 +138,51 @@ class Args:
     target_acc: float = math.nan
     """stop early once validation exact match (%) reaches this (nan = never)"""
 
-    seed: int = 1
-    """seed of torch (init, dropout) and of batch order: same seed -> same run on CPU"""
-    device: str = "auto"
-    """auto (CUDA when present), cpu or cuda"""
-    torch_threads: int = 1
-    """torch CPU threads. 1 on a shared 2-core machine: with other jobs running, 2 OpenMP threads wait on each
-    other and a step measured 5-20x slower than with 1"""
-    runs_dir: str = "runs"
-    """folder that receives the run folder {task}__transformer__{seed}__{time}"""
-    run_name: str = ""
-    """override the run folder name"""
+
+    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "batch_size": (1, None), "max_len": (4, None), "d_model": (1, None), "n_heads": (1, None),
+        "n_enc_layers": (1, None), "n_dec_layers": (1, None), "d_ff": (1, None), "max_steps": (1, None),
+        "dropout": (0, 1), "label_smoothing": (0, 1), "time_budget": (0, None), "warmup": (1, None),
+        "cooldown_steps": (0, None), "max_grad_norm": (0, None), "eval_every": (0, None), "eval_examples": (1, None)}
+
+
+@dataclass
+class Progress:
+    """The counters a checkpoint carries (restored by ``rl_utils.Run.restore``)."""
+
+    step: int = 0
+    best_acc: float = -1.0
+    last_acc: float = math.nan
+    last_eval_step: int = -1
+    train_time: float = 0.0
+    tokens: int = 0
+
+
+class BatchStream:
+    """Endless shuffled passes over the training pairs (the batch order of ``data.batches`` with one generator),
+    resumable inside a pass: the state is the generator's state at the start of the current pass plus the number of
+    batches already taken from it."""
+
+    def __init__(self, examples: list, batch_size: int, seed: int):
+        self.examples, self.batch_size = examples, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.pass_start, self.position = self.rng.bit_generator.state, 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            self.rng.bit_generator.state = self.pass_start
+            order = self.rng.permutation(len(self.examples))
+            for i in range(self.position * self.batch_size, len(order), self.batch_size):
+                chunk = [self.examples[j] for j in order[i:i + self.batch_size]]
+                self.position += 1  # counted before it is used: a checkpoint after this step resumes at the next
+                yield pad_batch([src for src, _ in chunk]), pad_batch([tgt for _, tgt in chunk])
+            self.pass_start, self.position = self.rng.bit_generator.state, 0
+
+    def state_dict(self) -> dict:
+        return {"pass_start": self.pass_start, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pass_start, self.position = state["pass_start"], int(state["position"])
 
 
 # Tuned defaults per task, applied unless the flag is typed. Copy/reverse are easy: a shorter run suffices.
@@ -162,16 +209,8 @@ def check_args(args: Args) -> Args:
         if args.task not in ("date", "files"):
             raise rl_utils.UsageError(f"--train-src/--train-tgt go with --task files, not --task {args.task}")
         args.task = "files"
-    positive = ("batch_size", "max_len", "d_model", "n_heads", "n_enc_layers", "n_dec_layers", "d_ff", "max_steps")
-    for name in positive:
-        if getattr(args, name) <= 0:
-            raise rl_utils.UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.d_model % args.n_heads:
         raise rl_utils.UsageError(f"--d-model {args.d_model} must be divisible by --n-heads {args.n_heads}")
-    if not 0.0 <= args.dropout < 1.0 or not 0.0 <= args.label_smoothing < 1.0:
-        raise rl_utils.UsageError("--dropout and --label-smoothing must be in [0, 1)")
-    if args.max_len < 4:
-        raise rl_utils.UsageError("--max-len must be at least 4")
     return args
 
 
@@ -225,16 +264,15 @@ def plot_learning_curve(run_dir: Path, title: str) -> Path:
 
 
 def main() -> None:
-    args = check_args(rl_utils.parse_args(Args, presets=PRESETS, preset_key="task"))
-    rl_utils.set_seed(args.seed)
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    device = rl_utils.pick_device(args.device)
+    args, ckpt = rl_utils.parse_run_args(Args, presets=PRESETS, preset_key="task")
+    args = check_args(args)
+    device = rl_utils.setup(args)
 
-    # ---- data: text pairs -> tokenizer trained on the training split only -> id sequences
+    # ---- data: text pairs -> tokenizer trained on the training split only (or the checkpoint's) -> id sequences
     dcfg = data_config(args)
     train_pairs, valid_pairs, test_pairs = load_pairs(dcfg)
-    tok = train_tokenizer(args.tokenizer, [s for pair in train_pairs for s in pair], args.vocab_size)
+    tok = tokenizer_from_state(ckpt["tokenizer"]) if ckpt is not None else \
+        train_tokenizer(args.tokenizer, [s for pair in train_pairs for s in pair], args.vocab_size)
     train_ex = encode_pairs(train_pairs, tok, args.max_len)
     valid_ex = encode_pairs(valid_pairs, tok, args.max_len)
     valid_eval = valid_pairs[: args.eval_examples]
@@ -257,103 +295,109 @@ def main() -> None:
           f"{args.tokenizer} vocabulary {len(tok)}, model {n_params / 1e6:.2f}M parameters, device {device}")
     print("example:", repr(train_pairs[0][0]), "->", repr(train_pairs[0][1]))
 
-    logger = rl_utils.RunLogger(args, "transformer", task=args.task)
-    rng = np.random.default_rng(args.seed)  # batch order
-    state = {"step": 0, "best_acc": -1.0, "last_acc": math.nan, "train_time": 0.0, "tokens": 0}
-    dcfg_dict = dataclasses.asdict(dcfg)
+    run = rl_utils.Run(args, "transformer", resume=ckpt, task=args.task)
+    progress = Progress()
+    stream = BatchStream(train_ex, args.batch_size, args.seed)  # batch order
+    objects = dict(model=model, optimizer=optimizer, scheduler=scheduler, batches=stream, progress=progress)
+    if ckpt is not None:
+        rl_utils.Run.restore(ckpt, **objects)
+    saved = dict(model_cfg=dataclasses.asdict(model.cfg), tokenizer=tok.state(), data_cfg=dataclasses.asdict(dcfg))
 
-    def checkpoint(path: Path) -> Path:
-        return rl_utils.save_checkpoint(
-            path, model=model, optimizer=optimizer, scheduler=scheduler, args=dataclasses.asdict(args),
-            model_cfg=dataclasses.asdict(model.cfg), tokenizer=tok.state(), data_cfg=dcfg_dict, state=dict(state),
-        )
+    def checkpoint(name: str) -> Path:
+        return run.save(name, progress.step, **objects, **saved)
 
     def run_eval(step: int) -> float:
         t0 = time.time()
         loss = validation_loss(model, valid_ex, 256, device)
         hyps = decode_texts(model, tok, [s for s, _ in valid_eval], args.max_len)
         acc = score(hyps, [t for _, t in valid_eval], bleu_tok)["exact_match"]
-        logger.log_dict({"valid/loss": loss, "valid/exact_match": acc}, step)
-        state["last_acc"], state["last_eval_step"] = acc, step
-        if acc >= state["best_acc"]:  # ties: keep the later (longer-trained) network
-            state["best_acc"] = acc
-            checkpoint(logger.run_dir / "ckpt" / "best.pt")
-        print(f"step {step:>6d} | valid loss {loss:.4f} | valid exact match {acc:6.2f}% | "
-              f"train {state['train_time']:5.0f}s | eval {time.time() - t0:4.1f}s")
+        run.log_dict({"valid/loss": loss, "valid/exact_match": acc}, step)
+        progress.last_acc, progress.last_eval_step = acc, step
+        if acc >= progress.best_acc:  # ties: keep the later (longer-trained) network
+            progress.best_acc = acc
+            checkpoint("best")
+        tqdm.write(f"step {step:>6d} | valid loss {loss:.4f} | valid exact match {acc:6.2f}% | "
+                   f"train {progress.train_time:5.0f}s | eval {time.time() - t0:4.1f}s")
         model.train()
         return acc
 
+    def out_of_time() -> bool:
+        return args.time_budget > 0 and progress.train_time >= args.time_budget
+
+    start_step, stopped = progress.step, False
     interrupt = rl_utils.GracefulInterrupt()
+    bar = tqdm(total=args.max_steps, initial=progress.step, unit="step", leave=False, dynamic_ncols=True,
+               disable=None)
+    stream_iter = iter(stream)
     model.train()
     with interrupt.installed():
-        while True:
-            stop = False
-            for src, tgt in batches(train_ex, args.batch_size, rng):
-                t0 = time.time()
-                src, tgt = src.to(device), tgt.to(device)
-                logits = model(src, tgt[:, :-1])  # teacher forcing: [B, T-1, V]
-                loss = label_smoothed_loss(logits.flatten(0, 1), tgt[:, 1:].flatten(), args.label_smoothing, PAD)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if args.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                tokens = int((src != PAD).sum() + (tgt != PAD).sum())
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                dt_step = time.time() - t0
-                state["train_time"] += dt_step
-                state["tokens"] += tokens
-                state["step"] += 1
-                step = state["step"]
-                if step % 50 == 0 or step == 1:
-                    logger.log_dict({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
-                                     "charts/tokens_per_s": tokens / max(dt_step, 1e-9)}, step)
-                out_of_time = args.time_budget > 0 and state["train_time"] >= args.time_budget
-                due = args.eval_every and step % args.eval_every == 0 and not out_of_time and step < args.max_steps
-                if due and run_eval(step) >= args.target_acc:
-                    print(f"target validation exact match {args.target_acc}% reached at step {step}")
-                    stop = True
-                if stop or out_of_time or step >= args.max_steps or interrupt.requested:
-                    stop = True
-                    break
-            if stop:
+        while progress.step < args.max_steps and not out_of_time():
+            src, tgt = next(stream_iter)
+            t0 = time.time()
+            src, tgt = src.to(device), tgt.to(device)
+            logits = model(src, tgt[:, :-1])  # teacher forcing: [B, T-1, V]
+            loss = label_smoothed_loss(logits.flatten(0, 1), tgt[:, 1:].flatten(), args.label_smoothing, PAD)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            tokens = int((src != PAD).sum() + (tgt != PAD).sum())
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt_step = time.time() - t0
+            progress.train_time += dt_step
+            progress.tokens += tokens
+            progress.step += 1
+            step = progress.step
+            bar.update(1)
+            if step % 50 == 0 or step == 1:
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                run.log_dict({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
+                              "charts/tokens_per_s": tokens / max(dt_step, 1e-9)}, step)
+            due = args.eval_every and step % args.eval_every == 0 and not out_of_time() and step < args.max_steps
+            if due and run_eval(step) >= args.target_acc:
+                tqdm.write(f"target validation exact match {args.target_acc}% reached at step {step}")
                 break
+            if interrupt.requested or start_step < args.stop_after <= step:
+                stopped = True
+                break
+    bar.close()
 
-    step = state["step"]
-    if interrupt.requested:
-        latest = checkpoint(logger.run_dir / "ckpt" / "latest.pt")
-        logger.close()
-        print(f"interrupted at step {step}; checkpoint: {latest}")
+    step = progress.step
+    if stopped:
+        latest = checkpoint("latest")
+        run.close()
+        print(f"stopped at step {step}; resume with: python {sys.argv[0]} --resume {latest}")
         return
-    if state.get("last_eval_step") != step:
+    if progress.last_eval_step != step:
         run_eval(step)  # always evaluate the final network too
-    checkpoint(logger.run_dir / "ckpt" / "latest.pt")
+    checkpoint("latest")
 
     # ---- test: the best checkpoint by validation exact match, greedy decoding
-    best = rl_utils.load_checkpoint(logger.run_dir / "ckpt" / "best.pt")
+    best = rl_utils.load_checkpoint(run.ckpt_dir / "best.pt")
     model.load_state_dict(best["model"])
     t0 = time.time()
     hyps = decode_texts(model, tok, [s for s, _ in test_pairs], args.max_len)
     test = score(hyps, [t for _, t in test_pairs], bleu_tok)
-    logger.log_dict({"test/exact_match": test["exact_match"], "test/bleu": test["bleu"]}, step)
+    run.log_dict({"test/exact_match": test["exact_match"], "test/bleu": test["bleu"]}, step)
     wrong = [(s, h, t) for (s, t), h in zip(test_pairs, hyps) if h != t][:5]
     for s, h, t in wrong:
         print(f"  wrong: {s!r} -> {h!r} (expected {t!r})")
-    logger.flush()
-    plot_learning_curve(logger.run_dir, f"Transformer on {args.task} (seed {args.seed})")
-    tokens_per_s = state["tokens"] / max(state["train_time"], 1e-9)
-    logger.write_summary(
+    run.flush()
+    plot_learning_curve(run.run_dir, f"Transformer on {args.task} (seed {args.seed})")
+    tokens_per_s = progress.tokens / max(progress.train_time, 1e-9)
+    run.write_summary(
         test_exact_match=round(test["exact_match"], 3), test_bleu=round(test["bleu"], 3),
-        best_valid_exact_match=state["best_acc"], steps=step, best_step=best["state"]["step"],
-        train_time_s=round(state["train_time"], 1), wall_time_s=round(logger.elapsed, 1),
+        best_valid_exact_match=progress.best_acc, steps=step, best_step=best["progress"]["step"],
+        train_time_s=round(progress.train_time, 1), wall_time_s=round(run.elapsed, 1),
         tokens_per_s=round(tokens_per_s, 1), params=n_params, task=args.task, vocab=len(tok), seed=args.seed,
         test_examples=len(test_pairs), test_decode_s=round(time.time() - t0, 1), device=str(device),
     )
-    logger.close()
+    run.close()
     print(f"test exact match {test['exact_match']:.2f}% | BLEU {test['bleu']:.2f} | {len(test_pairs)} {args.task} "
-          f"examples, greedy | {step} steps, {state['train_time']:.0f}s training | run folder: {logger.run_dir}")
+          f"examples, greedy | {step} steps, {progress.train_time:.0f}s training | run folder: {run.run_dir}")
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ with its pretrained tag) or a local file (our ckpt/best.pt, or a timm-named stat
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import dl_utils  # noqa: E402
 import rl_utils  # noqa: E402
 from vit import pretrained as hub  # noqa: E402
-from vit.train import fit  # noqa: E402
+from vit.train import train  # noqa: E402
 
 
 @dataclass
-class Args:
+class Args(dl_utils.ImageArgs):
     """Fine-tune a pretrained ViT (new head, resized position embedding, SGD + momentum, warm-up + cosine,
     gradient clipping)."""
 
@@ -90,24 +90,11 @@ class Args:
     """normalise inputs with the pretrained model's mean/std (as it was trained)"""
     amp: bool = True
     """mixed precision on CUDA; no effect on CPU"""
-    train_subset: int = 0
-    """use only the first N training images (0 = all)"""
-    test_subset: int = 0
-    """use only the first N test images (0 = all)"""
-    max_batches: int = 0
-    """stop each epoch after N minibatches (0 = full epochs); for smoke tests"""
-    seed: int = 1
-    """seed of the new head, batch order and augmentation"""
-    device: str = "auto"
-    """auto (CUDA when present), cpu or cuda"""
-    torch_threads: int = 1
-    """torch CPU threads (1 is fastest on the shared 2-core machine)"""
-    runs_dir: str = "runs"
-    """folder that receives the run folder"""
-    run_name: str = ""
-    """override the run folder name"""
-    resume: str = ""
-    """checkpoint (ckpt/latest.pt) to continue from"""
+
+    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "steps": (1, None), "batch_size": (1, None), "lr": (0, None), "momentum": (0, 1), "weight_decay": (0, None),
+        "warmup_steps": (0, None), "min_lr_ratio": (0, 1), "label_smoothing": (0, 1), "grad_clip": (0, None),
+        "drop_path": (0, 1), "flip": (0, 1), "shift": (0, None), "image_size": (0, None)}
 
 
 def adapt_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
@@ -120,24 +107,11 @@ def adapt_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def main() -> None:
-    args = rl_utils.parse_args(Args)
-    ckpt = None
-    if args.resume:
-        ckpt = rl_utils.load_checkpoint(args.resume)
-        given = rl_utils.explicit_flags(Args) - {"resume"}
-        args = Args(**{**ckpt["args"], **{k: getattr(args, k) for k in given}, "resume": args.resume})
+    args, ckpt = rl_utils.parse_run_args(Args)
     if not args.pretrained:
         raise rl_utils.UsageError("--pretrained is required (a Hugging Face id or dir, a timm name or a file)")
     dl_utils.check_choice("dataset", args.dataset, list(dl_utils.ALL_DATASETS))
-    for name in ("steps", "batch_size"):
-        if getattr(args, name) < 1:
-            raise rl_utils.UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not args.lr > 0 or not math.isfinite(args.lr):
-        raise rl_utils.UsageError(f"--lr must be a positive number, got {args.lr}")
-    rl_utils.set_seed(args.seed)
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    device = rl_utils.pick_device(args.device)
+    device = rl_utils.setup(args)
     data = dl_utils.load_dataset(args.dataset, args.data_dir).subset(args.train_subset, args.test_subset)
 
     pre = hub.load(args.pretrained, args.num_heads)
@@ -156,7 +130,7 @@ def main() -> None:
     model.to(device)
     data.train_x = adapt_channels(data.train_x, model.cfg.in_chans)
     data.test_x = adapt_channels(data.test_x, model.cfg.in_chans)
-    # fit() normalises with the training set's statistics; a pretrained model wants its own.
+    # train() normalises with the training set's statistics; a pretrained model wants its own.
     norm = (pre.mean[:model.cfg.in_chans], pre.std[:model.cfg.in_chans]) if args.normalize else None
     optimizer = dl_utils.make_optimizer(model, "sgd", lr=args.lr, weight_decay=args.weight_decay,
                                         momentum=args.momentum)
@@ -166,8 +140,8 @@ def main() -> None:
     name = "finetune_" + source.name.replace("/", "-")
     extra = dict(pretrained=args.pretrained, pretrained_format=pre.source, pretrained_image_size=pretrained_size,
                  warmup_steps=args.warmup_steps, freeze_backbone=args.freeze_backbone)
-    summary = fit(args, model, data, optimizer, device, name, ckpt,
-                  total_steps=args.steps, extra_summary=extra, norm=norm)
+    summary = train(args, model, data, optimizer, device, name, ckpt,
+                    total_steps=args.steps, extra_summary=extra, norm=norm)
     if summary:
         print(f"test acc {summary['test_acc']:.4f} (best {summary['best_test_acc']:.4f}; fine-tuned "
               f"{args.pretrained} on {args.dataset} at {size}px, {summary['steps']} steps, "

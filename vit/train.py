@@ -24,7 +24,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ from vit.model import CONFIGS, VisionTransformer, get_config  # noqa: E402
 
 
 @dataclass
-class Args:
+class Args(dl_utils.ImageArgs):
     """Train a Vision Transformer from scratch on MNIST-5000 / digits / MNIST / Fashion-MNIST / CIFAR-10 /
     an ImageFolder."""
 
@@ -102,27 +102,14 @@ class Args:
     """standardise inputs with the training set's per-channel mean/std"""
     amp: bool = True
     """mixed precision (bfloat16, or float16 with a GradScaler) on CUDA; no effect on CPU"""
-    train_subset: int = 0
-    """use only the first N training images (0 = all); for smoke tests"""
-    test_subset: int = 0
-    """use only the first N test images (0 = all)"""
-    max_batches: int = 0
-    """stop each epoch after N minibatches (0 = full epochs); for smoke tests"""
     save_hf: bool = False
     """also save the final model as a Hugging Face ViTForImageClassification in <run>/hf_model (needs
     --global-pool token: HF classifies the class token)"""
-    seed: int = 1
-    """seed of torch (init, dropout, stochastic depth), the batch order and the augmentation"""
-    device: str = "auto"
-    """auto (CUDA when present), cpu or cuda"""
-    torch_threads: int = 1
-    """torch CPU threads; 1 is fastest on the shared 2-core machine (2 threads ran 3x slower under load)"""
-    runs_dir: str = "runs"
-    """folder that receives the run folder {dataset}__{model}__{seed}__{time}"""
-    run_name: str = ""
-    """override the run folder name"""
-    resume: str = ""
-    """checkpoint (ckpt/latest.pt) to continue from, at the epoch where it stopped"""
+
+    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "epochs": (1, None), "batch_size": (1, None), "lr": (0, None), "weight_decay": (0, None),
+        "warmup_epochs": (0, None), "min_lr_ratio": (0, 1), "label_smoothing": (0, 1), "grad_clip": (0, None),
+        "drop_path": (0, 1), "dropout": (0, 1), "flip": (0, 1), "shift": (0, None), "image_size": (0, None)}
 
 
 # Tuned defaults per dataset (like RL Zoo's per-env hyperparameters); a typed flag always wins.
@@ -144,14 +131,6 @@ def validate(args: Args) -> None:
     dl_utils.check_choice("global pool", args.global_pool, ["token", "avg"])
     if args.save_hf and args.global_pool != "token":
         raise rl_utils.UsageError("--save-hf needs --global-pool token (Hugging Face ViT classifies the class token)")
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise rl_utils.UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not args.lr > 0 or not math.isfinite(args.lr):
-        raise rl_utils.UsageError(f"--lr must be a positive number, got {args.lr}")
-    for name in ("drop_path", "dropout", "label_smoothing", "flip"):
-        if not 0 <= getattr(args, name) < 1:
-            raise rl_utils.UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
 
 
 def build_model(args: Args, data: dl_utils.ImageData) -> VisionTransformer:
@@ -177,137 +156,74 @@ def make_augment(args: Any) -> dl_utils.Augment | None:
                             shift=args.shift, flip=args.flip, seed=args.seed + 7)
 
 
-def fit(args: Any, model: VisionTransformer, data: dl_utils.ImageData, optimizer: torch.optim.Optimizer,
-        device: torch.device, run_name: str, ckpt: dict | None = None, total_steps: int = 0,
-        extra_summary: dict | None = None, norm: tuple[list[float], list[float]] | None = None) -> dict:
-    """The training loop shared by train.py and finetune.py: per-step warm-up + cosine, evaluation every epoch,
-    best/latest checkpoints, Ctrl-C, curves, confusion matrix, summary.json. ``total_steps`` > 0 caps the number of
-    optimiser steps (fine-tuning counts steps, not epochs); ``norm`` = (mean, std) replaces the training set's
+def train(args: Any, model: VisionTransformer, data: dl_utils.ImageData, optimizer: torch.optim.Optimizer,
+          device: torch.device, run_name: str, ckpt: rl_utils.Checkpoint | None = None, total_steps: int = 0,
+          extra_summary: dict | None = None, norm: tuple[list[float], list[float]] | None = None) -> dict:
+    """What train.py and finetune.py share around ``dl_utils.fit``: loaders with augmentation, per-step warm-up +
+    cosine, label smoothing, mixed precision, then the confusion matrix, curves and summary.json. ``total_steps``
+    > 0 counts optimiser steps instead of epochs (fine-tuning); ``norm`` = (mean, std) replaces the training set's
     statistics (a pretrained model wants its own). Returns the summary ({} when interrupted)."""
     mean, std = dl_utils.channel_stats(data.train_x) if args.normalize else (None, None)
     if norm is not None:
         mean, std = norm
-    if ckpt is not None and ckpt.get("norm"):
+    if ckpt is not None and ckpt.state.get("norm"):
         mean, std = ckpt["norm"]
     size = model.cfg.image_size
     resize = size if size != data.image_shape[1] else 0
-    augment = make_augment(args)
     train_loader = dl_utils.ImageLoader(data.train_x, data.train_y, args.batch_size, shuffle=True, resize=resize,
-                                        seed=args.seed, device=device, mean=mean, std=std, augment=augment)
+                                        seed=args.seed, device=device, mean=mean, std=std,
+                                        augment=make_augment(args), max_batches=args.max_batches)
     test_loader = dl_utils.ImageLoader(data.test_x, data.test_y, 256, resize=resize, device=device, mean=mean,
                                        std=std)
-    steps_per_epoch = min(len(train_loader), args.max_batches or len(train_loader))
+    steps_per_epoch = len(train_loader)
     if total_steps:
-        epochs = math.ceil(total_steps / steps_per_epoch)
-        warmup = args.warmup_steps
+        epochs, warmup = math.ceil(total_steps / steps_per_epoch), args.warmup_steps
     else:
         epochs, total_steps = args.epochs, args.epochs * steps_per_epoch
         warmup = round(args.warmup_epochs * steps_per_epoch)
     scheduler = dl_utils.warmup_cosine_scheduler(optimizer, total_steps, warmup, args.min_lr_ratio)
     amp = dl_utils.Amp(device, args.amp)
-    loss_fn = functools.partial(F.cross_entropy, label_smoothing=args.label_smoothing)
-    state = {"epoch": 0, "step": 0, "best_test_acc": 0.0, "train_seconds": 0.0, "images": 0}
-    run_dir = None  # a new run: RunLogger names the folder
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if augment is not None and ckpt.get("augment"):
-            augment.load_state_dict(ckpt["augment"])
-        state.update(ckpt["state"])
-        rl_utils.set_rng_state(ckpt["rng"])
-        train_loader.epoch = state["epoch"]  # the batch order of epoch e depends only on (seed, e)
-        run_dir = Path(args.resume).resolve().parent.parent
-    logger = rl_utils.RunLogger(args, run_name, run_dir=run_dir, start_step=state["epoch"],
-                                elapsed=ckpt["state"]["elapsed"] if ckpt else 0.0, task=args.dataset)
+    run = rl_utils.Run(args, run_name, resume=ckpt, task=args.dataset)
     n_params = dl_utils.count_parameters(model)
     print(f"{run_name}: {n_params:,} parameters, {size}px, patch {model.cfg.patch_size} "
           f"({model.cfg.num_patches} tokens + {model.num_prefix_tokens}), {len(data.train_y)} train / "
           f"{len(data.test_y)} test images ({data.source}), device {device}, amp {amp.describe()}, "
           f"{total_steps} steps", flush=True)
-
-    def payload() -> dict:
-        state["elapsed"] = logger.elapsed
-        return dict(model=model, optimizer=optimizer, scheduler=scheduler, args=dataclasses.asdict(args),
-                    state=dict(state), vit_config=dataclasses.asdict(model.cfg), classes=list(data.classes),
-                    norm=(mean, std) if mean is not None else None,
-                    augment=augment.state_dict() if augment is not None else None)
-
-    best = dl_utils.BestCheckpoint(logger.run_dir / "ckpt" / "best.pt", best=state["best_test_acc"])
-    train = test = None
-    interrupt = rl_utils.GracefulInterrupt()
-    with interrupt.installed():
-        while state["epoch"] < epochs and state["step"] < total_steps and not interrupt.requested:
-            left = total_steps - state["step"]
-            max_batches = min(args.max_batches or steps_per_epoch, left)
-            train = dl_utils.train_epoch_steps(model, train_loader, optimizer, loss_fn, scheduler, args.grad_clip,
-                                               amp, max_batches=max_batches,
-                                               should_stop=lambda: interrupt.requested)
-            if interrupt.requested:  # a partial epoch is not logged; resume repeats it
-                break
-            test = dl_utils.evaluate_amp(model, test_loader, amp)
-            state["epoch"] += 1
-            state["step"] = scheduler.last_epoch
-            state["train_seconds"] += train.seconds
-            state["images"] += round(train.images_per_s * train.seconds)
-            state["best_test_acc"] = max(state["best_test_acc"], test.acc)
-            best.update(test.acc, **payload())
-            logger.log_dict({"train/loss": train.loss, "train/acc": train.acc, "test/loss": test.loss,
-                             "test/acc": test.acc, "charts/lr": optimizer.param_groups[0]["lr"],
-                             "charts/images_per_s": train.images_per_s, "charts/step": state["step"]},
-                            state["epoch"])
-            logger.flush()
-            print(f"epoch {state['epoch']:3d} | step {state['step']:5d} | loss {train.loss:.3f} | train acc "
-                  f"{train.acc:.3f} | test acc {test.acc:.4f} | {train.images_per_s:5.0f} img/s | "
-                  f"{logger.elapsed:5.0f}s", flush=True)
-
-    latest = rl_utils.save_checkpoint(logger.run_dir / "ckpt" / "latest.pt", **payload())
-    if interrupt.requested:
-        logger.close()
-        print(f"interrupted after epoch {state['epoch']}; resume with: python {sys.argv[0]} --resume {latest}")
+    saved = dict(vit_config=dataclasses.asdict(model.cfg), classes=list(data.classes),
+                 norm=(mean, std) if mean is not None else None)
+    result = dl_utils.fit(run, model, optimizer, train_loader, test_loader, epochs=epochs, total_steps=total_steps,
+                          scheduler=scheduler, grad_clip=args.grad_clip, amp=amp, resume=ckpt,
+                          loss_fn=functools.partial(F.cross_entropy, label_smoothing=args.label_smoothing),
+                          stop_after=args.stop_after, saved=saved)
+    if result.interrupted:
+        run.close()
         return {}
-    if test is None:  # resumed a finished run: just evaluate it
-        test = dl_utils.evaluate_amp(model, test_loader, amp)
-    logits, labels = dl_utils.predict(model, test_loader, amp)
-    cm = dl_utils.confusion_matrix(logits, labels, data.num_classes)
-    dl_utils.plot_confusion_matrix(cm, list(data.classes), logger.run_dir / "confusion_matrix.png",
-                                   title=f"{run_name} on {args.dataset}: test acc {test.acc:.4f}")
-    logger.flush()
-    dl_utils.plot_history(logger.run_dir, logger.run_dir / "learning_curve.png",
-                          title=f"{run_name} on {args.dataset} ({size}px, lr {args.lr})")
-    images_per_s = state["images"] / max(state["train_seconds"], 1e-9)
+    progress, train, test = result.progress, result.train, result.test
+    _, per_class = dl_utils.report(run, model, test_loader, data.classes, amp,
+                                   title=f"{run_name} on {args.dataset} ({size}px, lr {args.lr})")
     summary = dict(
         model=run_name, dataset=args.dataset, image_size=size, patch_size=model.cfg.patch_size,
         embed_dim=model.cfg.embed_dim, depth=model.cfg.depth, num_heads=model.cfg.num_heads, parameters=n_params,
-        epochs=state["epoch"], steps=state["step"], batch_size=args.batch_size, lr=args.lr,
+        epochs=progress.epoch, steps=progress.step, batch_size=args.batch_size, lr=args.lr,
         train_loss=train.loss if train else None, train_acc=train.acc if train else None, test_acc=test.acc,
-        best_test_acc=max(state["best_test_acc"], test.acc), test_images=len(data.test_y),
-        per_class_acc=[round(float(cm[i, i]) / max(int(cm[i].sum()), 1), 4) for i in range(len(cm))],
-        train_images_per_s=round(images_per_s, 1), train_time_s=round(state["train_seconds"], 1),
-        wall_time_s=round(logger.elapsed, 1), device=str(device), amp=amp.describe(),
+        best_test_acc=max(progress.best_acc, test.acc), test_images=len(data.test_y), per_class_acc=per_class,
+        train_images_per_s=round(result.images_per_s, 1), train_time_s=round(progress.train_seconds, 1),
+        wall_time_s=round(run.elapsed, 1), device=str(device), amp=amp.describe(),
         torch_threads=args.torch_threads, seed=args.seed, **(extra_summary or {}))
-    logger.write_summary(**summary)
-    logger.close()
-    summary["run_dir"] = str(logger.run_dir)
+    run.write_summary(**summary)
+    run.close()
+    summary["run_dir"] = str(run.run_dir)
     return summary
 
 
 def main() -> None:
-    args = rl_utils.parse_args(Args, presets=PRESETS, preset_key="dataset")
-    ckpt = None
-    if args.resume:
-        ckpt = rl_utils.load_checkpoint(args.resume)
-        given = rl_utils.explicit_flags(Args) - {"resume"}
-        args = Args(**{**ckpt["args"], **{k: getattr(args, k) for k in given}, "resume": args.resume})
+    args, ckpt = rl_utils.parse_run_args(Args, presets=PRESETS, preset_key="dataset")
     validate(args)
-    rl_utils.set_seed(args.seed)
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    device = rl_utils.pick_device(args.device)
+    device = rl_utils.setup(args)
     data = dl_utils.load_dataset(args.dataset, args.data_dir).subset(args.train_subset, args.test_subset)
     model = build_model(args, data).to(device)
     optimizer = dl_utils.make_optimizer(model, "adamw", lr=args.lr, weight_decay=args.weight_decay)
-    summary = fit(args, model, data, optimizer, device, args.model, ckpt)
+    summary = train(args, model, data, optimizer, device, args.model, ckpt)
     if not summary:
         return
     run_dir = Path(summary["run_dir"])

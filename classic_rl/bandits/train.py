@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,8 +138,7 @@ def plot(results: dict[str, dict[str, np.ndarray]], args: Args, out: Path) -> Pa
 def main() -> None:
     args = rl_utils.parse_args(Args)
     kinds, solvers = check_args(args)
-    name = args.run_name or f"{'+'.join(kinds)}-{args.arms}arm__bandits__{args.seed}__{int(time.time())}"
-    logger = rl_utils.RunLogger(args, "bandits", run_dir=Path(args.runs_dir) / name)
+    logger = rl_utils.Run(args, "bandits", task=f"{'+'.join(kinds)}-{args.arms}arm")
 
     results = {kind: run_experiment(kind, solvers, args) for kind in kinds}
     summary: dict = {"arms": args.arms, "steps": args.steps, "seeds": args.seeds, "first_seed": args.seed}

@@ -59,10 +59,10 @@ def main() -> None:
     args = rl_utils.parse_args(Args)
     rows = []
     for env_id, slippery, gamma, theta, figure in SETTINGS:
-        sargs = SolveArgs(env_id=env_id, is_slippery=slippery, gamma=gamma, theta=theta, seed=args.seed,
-                          runs_dir=args.runs_dir)
         name = f"{env_id}{'' if slippery == 'auto' else '-slippery-' + slippery}__dp__{args.seed}"
-        logger = rl_utils.RunLogger(sargs, "dp", run_dir=Path(args.runs_dir) / "dp_bench" / name)
+        sargs = SolveArgs(env_id=env_id, is_slippery=slippery, gamma=gamma, theta=theta, seed=args.seed,
+                          runs_dir=str(Path(args.runs_dir) / "dp_bench"), run_name=name)
+        logger = rl_utils.Run(sargs, "dp")
         s = solve(sargs, logger)
         logger.close()
         rows.append((env_id, slippery, gamma, theta, s))

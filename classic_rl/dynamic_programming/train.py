@@ -22,9 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import rl_utils  # noqa: E402
-from classic_rl.dynamic_programming import dp  # noqa: E402
+from classic_rl.dynamic_programming import dp, maze_env  # noqa: E402, F401 - maze_env registers Maze4x4-v0
 from classic_rl.dynamic_programming.plots import plot_value_policy  # noqa: E402
-from classic_rl.tabular import maze_env  # noqa: E402, F401 - registers Maze4x4-v0
 
 
 @dataclass
@@ -68,7 +67,7 @@ def make_model(args: Args) -> dp.TabularModel:
     return dp.model_from_env(env, args.env_id)
 
 
-def solve(args: Args, logger: rl_utils.RunLogger | None = None) -> dict:
+def solve(args: Args, logger: rl_utils.Run | None = None) -> dict:
     """Run the requested algorithms; return the summary dict (also written to the run folder if ``logger``)."""
     if not 0.0 <= args.gamma <= 1.0 or args.theta <= 0:
         raise rl_utils.UsageError(f"need 0 <= --gamma <= 1 and --theta > 0, got {args.gamma} and {args.theta}")
@@ -127,7 +126,7 @@ def main() -> None:
     args = rl_utils.parse_args(Args)
     make_model(args)  # validate the env before creating a run folder
     algo = "dp" if args.algo == "both" else args.algo
-    logger = rl_utils.RunLogger(args, algo)
+    logger = rl_utils.Run(args, algo)
     s = solve(args, logger)
     logger.close()
     for tag in ("PI", "VI"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,8 +117,7 @@ def main() -> None:
         raise rl_utils.UsageError(f"--runs and --episodes must be >= 1, got {args.runs} and {args.episodes}")
     env = make_tabular_env(args.env_id)
     n_s, n_a = int(env.observation_space.n), int(env.action_space.n)
-    name = args.run_name or f"{args.env_id}__example-6.6__{args.seed}__{int(time.time())}"
-    logger = rl_utils.RunLogger(args, "example-6.6", run_dir=Path(args.runs_dir) / name)
+    logger = rl_utils.Run(args, "example-6.6")  # runs/{env_id}__example-6.6__{seed}__{time} or --run-name
 
     returns: dict[str, np.ndarray] = {}
     q_tables: dict[str, np.ndarray] = {}

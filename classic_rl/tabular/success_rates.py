@@ -10,7 +10,6 @@ goal; summary.json in the run folder has the same numbers.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +58,7 @@ def main() -> None:
     args = rl_utils.parse_args(Args)
     if args.seeds < 1 or args.episodes_scale <= 0:
         raise rl_utils.UsageError("--seeds must be >= 1 and --episodes-scale > 0")
-    name = args.run_name or f"maze+frozenlake__success-rates__{args.seed}__{int(time.time())}"
-    logger = rl_utils.RunLogger(args, "success-rates", run_dir=Path(args.runs_dir) / name)
+    logger = rl_utils.Run(args, "success-rates", task="maze+frozenlake")
     summary: dict = {"seeds": args.seeds}
     print("| setting | " + " | ".join(label(*m) for m in METHODS) + " |")
     print("|---" * (len(METHODS) + 1) + "|")

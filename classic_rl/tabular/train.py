@@ -118,7 +118,7 @@ def main() -> None:
     env = make_tabular_env(args.env_id, args.is_slippery, args.max_episode_steps)
     n_states, n_actions = int(env.observation_space.n), int(env.action_space.n)
     algo = algo_name(args)
-    logger = rl_utils.RunLogger(args, algo)
+    logger = rl_utils.Run(args, algo)
     agent = make_agent(args.algo, n_states, n_actions, alpha=args.alpha, gamma=args.gamma,
                        rng=np.random.default_rng(args.seed), lam=args.lam, trace=args.trace)
 

@@ -8,8 +8,8 @@ import gymnasium as gym
 import numpy as np
 
 import rl_utils
+from classic_rl.dynamic_programming import maze_env  # noqa: F401 - registers Maze4x4-v0
 from classic_rl.dynamic_programming.dp import require_tabular
-from classic_rl.tabular import maze_env  # noqa: F401 - registers Maze4x4-v0
 from classic_rl.tabular.agents import TDAgent
 
 
