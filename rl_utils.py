@@ -1059,7 +1059,9 @@ def values_of_final_obs(value_fn: Callable[[Any], torch.Tensor], next_obs: Any, 
     idx = np.flatnonzero(cut)
     with torch.no_grad():
         obs = to_tensor(_read(final, idx), device)
-        out[torch.as_tensor(idx, device=device)] = value_fn(obs.float() if not isinstance(obs, dict) else obs).view(-1)
+        if isinstance(obs, torch.Tensor):
+            obs = obs.float()  # as the acting path feeds the policy (some envs return float64)
+        out[torch.as_tensor(idx, device=device)] = value_fn(obs).view(-1)
     return out
 
 

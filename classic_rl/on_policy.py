@@ -6,6 +6,7 @@ loop, the part its algorithm is about."""
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,13 +70,20 @@ def make_envs(args: PolicyArgs) -> gym.vector.VectorEnv:
                                  norm_reward=args.norm_reward, gamma=args.gamma)
 
 
-def build_agent(args: PolicyArgs, envs: gym.vector.VectorEnv, device: torch.device, algo: str,
-                critic: bool = True) -> ActorCritic:
-    """The actor-critic for these envs; one-line errors for spaces an MLP policy cannot take."""
+def policy_spaces(args: PolicyArgs, envs: gym.vector.VectorEnv, algo: str) -> tuple[int, gym.Space]:
+    """(observation size, action space) of an MLP policy for these envs; one-line errors for spaces it cannot
+    take and for an unknown ``--activation``."""
     obs_dim = rl_utils.require_vector_obs(envs.single_observation_space, f"{algo} (MLP policy)")
     space = rl_utils.require_space(envs.single_action_space, (gym.spaces.Discrete, gym.spaces.Box), algo)
     if args.activation not in ("tanh", "relu"):
         raise rl_utils.UsageError(f"--activation must be tanh or relu, got {args.activation!r}")
+    return obs_dim, space
+
+
+def build_agent(args: PolicyArgs, envs: gym.vector.VectorEnv, device: torch.device, algo: str,
+                critic: bool = True) -> ActorCritic:
+    """The actor-critic for these envs; one-line errors for spaces an MLP policy cannot take."""
+    obs_dim, space = policy_spaces(args, envs, algo)
     return ActorCritic(obs_dim, space, parse_hidden(args.hidden_sizes), args.activation, args.shared_trunk,
                        critic=critic, log_std_init=args.log_std_init).to(device)
 
@@ -92,8 +100,9 @@ def evaluate_agent(args: PolicyArgs, agent: ActorCritic, envs: gym.vector.Vector
                              obs_norm=rl_utils.find_wrapper(envs, rl_utils.NormalizeObservation))
 
 
-def eval_only(cls: type[PolicyArgs], args: PolicyArgs, algo: str) -> None:
-    """``--eval-only --checkpoint PATH``: rebuild the agent and the observation statistics, evaluate, print."""
+def eval_only(cls: type[PolicyArgs], args: PolicyArgs, algo: str, make_agent: Any = None) -> None:
+    """``--eval-only --checkpoint PATH``: rebuild the agent and the observation statistics, evaluate, print.
+    ``make_agent(args, envs, device)``, when given, builds the agent in place of :func:`build_agent`."""
     if not args.checkpoint:
         raise rl_utils.UsageError("--eval-only needs --checkpoint PATH")
     ckpt = rl_utils.open_checkpoint(args.checkpoint, cls)
@@ -101,7 +110,7 @@ def eval_only(cls: type[PolicyArgs], args: PolicyArgs, algo: str) -> None:
                    "num_envs": 1})
     device = rl_utils.setup(saved)
     envs = make_envs(saved)
-    agent = build_agent(saved, envs, device, algo)
+    agent = make_agent(saved, envs, device) if make_agent else build_agent(saved, envs, device, algo)
     rl_utils.load_state_into(agent, ckpt["agent"])
     rl_utils.set_env_state(envs, {"sub_envs": None, "wrappers": ckpt["envs"]["wrappers"]})  # statistics only
     result = evaluate_agent(saved, agent, envs, device, ckpt.run_dir / "videos")
@@ -177,3 +186,68 @@ class Evaluator:
         run.close()
         print(f"final eval return {progress.last_eval:.1f} after {step} env steps ({run.elapsed:.0f}s) | "
               f"run folder: {run.run_dir} (TensorBoard logs, metrics.csv, learning_curve.png, ckpt/)")
+
+
+class Session:
+    """Everything an on-policy run holds between updates, built fresh or restored from ``--resume``: the device,
+    envs, agent, optimizer, rollout storage, the current observation, counters, the run folder and the
+    evaluator. Each train.py keeps its own update; this keeps the set-up and the end of a run in one place.
+
+    ``make_agent(args, envs, device)``, when given, builds the agent in place of :func:`build_agent` (a network
+    of the script's own); ``num_steps``, when given, is the rollout storage's length in place of
+    ``args.num_steps`` (a script that collects whole episodes up to a cap)."""
+
+    def __init__(self, args: PolicyArgs, ckpt: rl_utils.Checkpoint | None, algo: str,
+                 make_optimizer: Any, critic: bool = True, make_agent: Any = None, num_steps: int | None = None):
+        self.args, self.algo = args, algo
+        self.device = rl_utils.setup(args)
+        self.envs = make_envs(args)
+        self.agent = (make_agent(args, self.envs, self.device) if make_agent
+                      else build_agent(args, self.envs, self.device, algo, critic=critic))
+        self.optimizer: torch.optim.Optimizer = make_optimizer(self.agent)
+        self.buffer = rl_utils.RolloutBuffer(num_steps or args.num_steps, args.num_envs,
+                                             self.envs.single_observation_space, self.envs.single_action_space,
+                                             device=self.device)
+        self.obs, _ = self.envs.reset(seed=args.seed)
+        self.progress = Progress(next_eval=args.eval_every)
+        if ckpt is not None:
+            if rl_utils.Run.restore(ckpt, agent=self.agent, optimizer=self.optimizer, progress=self.progress,
+                                    buffer=self.buffer, envs=self.envs):
+                self.obs = ckpt["obs"]
+            else:
+                print("note: these envs cannot be saved mid-episode: the resumed run starts fresh episodes")
+        self.run = rl_utils.Run(args, algo.lower(), resume=ckpt)
+        self.evaluate = Evaluator(args, self.agent, self.envs, self.device, self.run, self.progress,
+                                  self.checkpoint)
+
+    def checkpoint(self, name: str) -> Path:
+        return self.run.save(name, self.progress.global_step, agent=self.agent, optimizer=self.optimizer,
+                             progress=self.progress, buffer=self.buffer, envs=self.envs, obs=self.obs)
+
+    def collect(self) -> torch.Tensor:
+        """One rollout of the current policy into ``buffer``; returns V(observation after it)."""
+        self.obs, last_values = collect_rollout(self.agent, self.envs, self.buffer, self.obs, self.progress,
+                                                self.run, self.device)
+        return last_values
+
+    def after_update(self, batch_size: int) -> bool:
+        """Periodic evaluation and checkpoints after an update; True when ``--target-return`` was reached."""
+        step, every = self.progress.global_step, self.args.checkpoint_every
+        if self.evaluate.due() and self.evaluate() >= self.args.target_return:  # before the checkpoint: it
+            print(f"target return {self.args.target_return} reached at step {step}")  # saves the next eval step
+            return True
+        if every and step % every < batch_size:
+            self.checkpoint(f"step_{step}")
+            self.checkpoint("latest")
+        return False
+
+    def end(self, interrupted: bool) -> None:
+        """Save ``latest.pt``; then either the resume hint (Ctrl-C) or the final evaluation, plot and summary."""
+        latest = self.checkpoint("latest")
+        if interrupted:
+            self.run.close()
+            print(f"interrupted at step {self.progress.global_step}; resume with: python {sys.argv[0]} "
+                  f"--resume {latest}")
+        else:
+            self.evaluate.finish(self.algo)
+        self.envs.close()

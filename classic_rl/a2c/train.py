@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 import rl_utils  # noqa: E402
 from classic_rl import on_policy  # noqa: E402
 from classic_rl.a2c.model import ActorCritic  # noqa: E402
-from classic_rl.on_policy import Progress, make_envs  # noqa: E402
 
 
 @dataclass
@@ -108,28 +107,8 @@ def main() -> None:
         return on_policy.eval_only(Args, args, "A2C")
     batch_size = args.num_steps * args.num_envs
     num_iterations = -(-args.total_timesteps // batch_size)  # ceil: at least total_timesteps steps
-    device = rl_utils.setup(args)
-
-    envs = make_envs(args)
-    agent: ActorCritic = on_policy.build_agent(args, envs, device, "A2C")
-    optimizer = make_optimizer(args, agent)
-    buffer = rl_utils.RolloutBuffer(args.num_steps, args.num_envs, envs.single_observation_space,
-                                    envs.single_action_space, device=device)
-    obs, _ = envs.reset(seed=args.seed)
-    progress = Progress(next_eval=args.eval_every)
-    if ckpt is not None:
-        if rl_utils.Run.restore(ckpt, agent=agent, optimizer=optimizer, progress=progress, buffer=buffer,
-                                envs=envs):
-            obs = ckpt["obs"]
-        else:
-            print("note: these envs cannot be saved mid-episode: the resumed run starts fresh episodes")
-    run = rl_utils.Run(args, "a2c", resume=ckpt)
-
-    def checkpoint(name: str) -> Path:
-        return run.save(name, progress.global_step, agent=agent, optimizer=optimizer, progress=progress,
-                        buffer=buffer, envs=envs, obs=obs)
-
-    evaluate = on_policy.Evaluator(args, agent, envs, device, run, progress, checkpoint)
+    s = on_policy.Session(args, ckpt, "A2C", lambda agent: make_optimizer(args, agent))
+    agent, optimizer, buffer, progress, run = s.agent, s.optimizer, s.buffer, s.progress, s.run
     run.progress(num_iterations * batch_size, progress.global_step)
     interrupt = rl_utils.GracefulInterrupt()
     with interrupt.installed():
@@ -137,7 +116,7 @@ def main() -> None:
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = args.learning_rate * (1.0 - progress.iteration / num_iterations)
             # ---- n steps in every env, then n-step returns (GAE with λ = 1) and one gradient step
-            obs, last_values = on_policy.collect_rollout(agent, envs, buffer, obs, progress, run, device)
+            last_values = s.collect()
             buffer.compute_advantages(last_values, args.gamma, args.gae_lambda)
             batch = buffer.all()
             logprob, entropy, value = agent.evaluate_actions(batch.obs, batch.actions)
@@ -157,20 +136,9 @@ def main() -> None:
                 run.log_dict({f"losses/{k}": float(v) for k, v in stats.items()}, step)
                 run.log_dict({"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps}, step)
                 run.update_progress(step - run.bar.n, step, sps)
-            if evaluate.due() and evaluate() >= args.target_return:
-                print(f"target return {args.target_return} reached at step {step}")
+            if s.after_update(batch_size):
                 break
-            if args.checkpoint_every and step % args.checkpoint_every < batch_size:
-                checkpoint(f"step_{step}")
-                checkpoint("latest")
-
-    latest = checkpoint("latest")
-    if interrupt.requested:
-        run.close()
-        print(f"interrupted at step {progress.global_step}; resume with: python {sys.argv[0]} --resume {latest}")
-        return
-    evaluate.finish("A2C")
-    envs.close()
+    s.end(interrupt.requested)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@
 Read top to bottom: arguments, the loss (what REINFORCE is about), then the loop. One update = every env plays
 from a fresh reset until each has finished at least one episode; the steps of the episodes that ended are used
 (reward-to-go G_t from ``RolloutBuffer.compute_returns``), those of episodes still running are dropped, and one
-gradient step is taken. Everything generic (envs, rollout storage, returns, logging, checkpoints) is rl_utils.
+gradient step is taken. Everything generic (envs, rollout storage, returns, logging) is rl_utils; set-up,
+resume, evaluation, checkpoints and the end of a run come from classic_rl/on_policy.py.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,26 +25,23 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import rl_utils  # noqa: E402
-from classic_rl.reinforce.model import ActorCritic, greedy_policy, make_policy, parse_hidden  # noqa: E402
+from classic_rl import on_policy  # noqa: E402
+from classic_rl.reinforce.model import ActorCritic, make_policy, parse_hidden  # noqa: E402
 
 
 @dataclass
-class Args(rl_utils.CommonArgs):
+class Args(on_policy.PolicyArgs):
     """Train REINFORCE (Monte-Carlo policy gradient, optional learned baseline) on a Discrete or Box env."""
 
     total_timesteps: int = 300_000
     """environment steps to train for (summed over all parallel envs, including dropped unfinished episodes)"""
-    num_envs: int = 8
-    """parallel environments: an update uses at least one whole episode from each"""
     max_rollout_steps: int = 0
     """steps per env per update at most (0 = the env's time limit, or 1000 without one); an episode still
-    running when this is reached is dropped from the update"""
+    running when this is reached is dropped from the update (REINFORCE's rollout length: --num-steps is unused)"""
     learning_rate: float = 3e-3
     """Adam learning rate"""
     anneal_lr: bool = False
     """decay the learning rate linearly to 0 over the run"""
-    gamma: float = 0.99
-    """discount factor"""
     baseline: bool = False
     """learn a value baseline V(s) (separate MLP) and weight log π by G - V(s) instead of G"""
     normalize_returns: bool = True
@@ -53,18 +50,8 @@ class Args(rl_utils.CommonArgs):
     """entropy bonus coefficient (exploration)"""
     max_grad_norm: float = 0.5
     """gradient-norm clipping, applied to the policy's and the baseline's parameters separately (0 = off)"""
-    hidden_sizes: str = "64,64"
-    """comma-separated hidden layer sizes of the policy (and baseline) MLPs"""
-    activation: str = "tanh"
-    """tanh or relu"""
-    log_std_init: float = 0.0
-    """initial log σ of the Gaussian policy (Box actions)"""
-    norm_obs: bool = False
-    """normalise observations with running statistics (saved in every checkpoint, frozen in evaluation)"""
-    eval_every: int = 10_000
-    """env steps between deterministic evaluations (checked after each update; 0 = only at the end)"""
 
-    LIMITS = {"max_rollout_steps": (0, None), "learning_rate": (0, None), "gamma": (0, 1), "ent_coef": (0, None),
+    LIMITS = {"max_rollout_steps": (0, None), "learning_rate": (0, None), "ent_coef": (0, None),
               "max_grad_norm": (0, None)}
 
 
@@ -106,37 +93,18 @@ def finished_mask(cuts: torch.Tensor) -> torch.Tensor:
     return cuts.flip(0).cumsum(0).flip(0) > 0
 
 
-@dataclass
-class Progress:
-    """Counters a checkpoint carries."""
-
-    global_step: int = 0
-    iteration: int = 0
-    next_eval: int = 0
-    best_eval: float = -math.inf
-    last_eval: float = math.nan
-    last_eval_step: int = -1
-
-
-# Evaluation episodes use seeds far from the training envs' (seed, seed+1, ...) so they are never the same.
-EVAL_SEED_OFFSET = 100_000
-
-
-def make_envs(args: Args) -> gym.vector.VectorEnv:
-    return rl_utils.make_vec_env(args.env_id, args.num_envs, args.seed, unit_actions=True, norm_obs=args.norm_obs)
-
-
 def rollout_cap(args: Args) -> int:
     if args.max_rollout_steps:
         return args.max_rollout_steps
+    rl_utils.check_env_id(args.env_id)  # the envs are made after this: a one-line error for an unknown id
     return gym.spec(args.env_id).max_episode_steps or 1000
 
 
 def build(args: Args, envs: gym.vector.VectorEnv, device: torch.device) -> ActorCritic:
-    obs_dim = rl_utils.require_vector_obs(envs.single_observation_space, "REINFORCE (MLP policy)")
-    space = rl_utils.require_space(envs.single_action_space, (gym.spaces.Discrete, gym.spaces.Box), "REINFORCE")
-    if args.activation not in ("tanh", "relu"):
-        raise rl_utils.UsageError(f"--activation must be tanh or relu, got {args.activation!r}")
+    """π(·|s), plus V(s) on its own trunk with ``--baseline`` (model.py)."""
+    obs_dim, space = on_policy.policy_spaces(args, envs, "REINFORCE")
+    if args.shared_trunk:
+        raise rl_utils.UsageError("--shared-trunk is not available in REINFORCE (the baseline has its own MLP)")
     return make_policy(obs_dim, space, parse_hidden(args.hidden_sizes), args.activation, args.baseline,
                        args.log_std_init).to(device)
 
@@ -157,71 +125,17 @@ def algo_name(args: Args) -> str:
     return "reinforce_baseline" if args.baseline else "reinforce"
 
 
-def evaluate(args: Args, agent: ActorCritic, envs: gym.vector.VectorEnv, device: torch.device, video_dir: Path,
-             prefix: str = "eval") -> rl_utils.EvalResult:
-    """Deterministic policy (argmax / Gaussian mean) on fresh envs, observation statistics frozen."""
-    env_fn = lambda i: rl_utils.make_env(  # noqa: E731
-        args.env_id, i, unit_actions=True, training=False, capture_video=args.capture_video, video_dir=video_dir,
-        video_prefix=prefix)
-    return rl_utils.evaluate(env_fn, greedy_policy(agent, device), args.eval_episodes,
-                             seed=args.seed + EVAL_SEED_OFFSET,
-                             obs_norm=rl_utils.find_wrapper(envs, rl_utils.NormalizeObservation))
-
-
-def eval_only(args: Args) -> None:
-    if not args.checkpoint:
-        raise rl_utils.UsageError("--eval-only needs --checkpoint PATH")
-    ckpt = rl_utils.open_checkpoint(args.checkpoint, Args)
-    saved = Args(**{**ckpt.args, "capture_video": args.capture_video, "eval_episodes": args.eval_episodes,
-                    "num_envs": 1})
-    device = rl_utils.setup(saved)
-    envs = make_envs(saved)
-    agent = build(saved, envs, device)
-    rl_utils.load_state_into(agent, ckpt["agent"])
-    rl_utils.set_env_state(envs, {"sub_envs": None, "wrappers": ckpt["envs"]["wrappers"]})  # statistics only
-    result = evaluate(saved, agent, envs, device, ckpt.run_dir / "videos")
-    if args.capture_video:
-        print(f"videos: {ckpt.run_dir / 'videos'}")
-    print(f"eval return {result.returns.mean():.1f} ± {result.returns.std():.1f} over {len(result.returns)} "
-          f"episodes ({saved.env_id}, checkpoint step {ckpt.step})")
-
-
 def main() -> None:
     args, ckpt = rl_utils.parse_run_args(Args, presets=PRESETS)
     if args.eval_only:
-        return eval_only(args)
-    device = rl_utils.setup(args)
-
-    envs = make_envs(args)
-    agent = build(args, envs, device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate)
+        return on_policy.eval_only(Args, args, algo_name(args), make_agent=build)
     cap = rollout_cap(args)
-    buffer = rl_utils.RolloutBuffer(cap, args.num_envs, envs.single_observation_space, envs.single_action_space,
-                                    device=device)
-    envs.reset(seed=args.seed)  # seeds every sub-env; each update then starts fresh episodes from these streams
-    progress = Progress(next_eval=args.eval_every)
-    if ckpt is not None:
-        # Checkpoints are taken between updates and every update starts with a reset, so restoring the sub-envs'
-        # random streams is all an exact resume needs.
-        rl_utils.Run.restore(ckpt, agent=agent, optimizer=optimizer, progress=progress, envs=envs)
-    run = rl_utils.Run(args, algo_name(args), resume=ckpt)
-
-    def checkpoint(name: str) -> Path:
-        return run.save(name, progress.global_step, agent=agent, optimizer=optimizer, progress=progress, envs=envs)
-
-    def run_eval() -> float:
-        step = progress.global_step
-        result = evaluate(args, agent, envs, device, run.run_dir / "videos", prefix=f"step{step}")
-        mean = progress.last_eval = float(result.returns.mean())
-        progress.last_eval_step = step
-        run.log_dict(result.log_dict(), step)
-        if mean >= progress.best_eval:
-            progress.best_eval = mean
-            checkpoint("best")
-        print(f"step {step:>8d} | eval return {mean:8.1f} ± {result.returns.std():6.1f} | {run.elapsed:6.0f}s",
-              flush=True)
-        return mean
-
+    # Checkpoints are taken between updates and every update starts with a reset, so restoring the sub-envs'
+    # random streams is all an exact resume needs (the saved observation is not used).
+    s = on_policy.Session(args, ckpt, algo_name(args), lambda agent: torch.optim.Adam(agent.parameters(),
+                          lr=args.learning_rate), make_agent=build, num_steps=cap)
+    agent, optimizer, buffer, progress, run, envs, device = (s.agent, s.optimizer, s.buffer, s.progress, s.run,
+                                                             s.envs, s.device)
     run.progress(args.total_timesteps, progress.global_step)
     interrupt = rl_utils.GracefulInterrupt()
     with interrupt.installed():
@@ -271,35 +185,9 @@ def main() -> None:
                           "charts/SPS": step / max(run.elapsed, 1e-9),
                           "charts/used_fraction": float(used.float().mean())}, step)
             run.update_progress(step - step0, step, step / max(run.elapsed, 1e-9))
-            if args.eval_every and step >= progress.next_eval:
-                progress.next_eval += args.eval_every * math.ceil((step - progress.next_eval + 1) / args.eval_every)
-                if run_eval() >= args.target_return:
-                    print(f"target return {args.target_return} reached at step {step}")
-                    break
-            if args.checkpoint_every and step // args.checkpoint_every > step0 // args.checkpoint_every:
-                checkpoint(f"step_{step}")
-                checkpoint("latest")
-
-    step = progress.global_step
-    latest = checkpoint("latest")
-    if interrupt.requested:
-        run.close()
-        print(f"interrupted at step {step}; resume with: python {sys.argv[0]} --resume {latest}")
-        return
-    if progress.last_eval_step != step:
-        run_eval()  # the headline number always comes from an evaluation of the final policy
-    run.flush()
-    rl_utils.plot_curves([run.run_dir], run.run_dir / "learning_curve.png",
-                         tags=("charts/episodic_return", "eval/return"), title=f"{algo_name(args)} on {args.env_id}")
-    run.write_summary(
-        final_eval_return=progress.last_eval, best_eval_return=progress.best_eval, env_steps=step,
-        wall_time_s=round(run.elapsed, 1), sps=round(step / max(run.elapsed, 1e-9), 1), algo=algo_name(args),
-        env_id=args.env_id, seed=args.seed,
-    )
-    run.close()
-    envs.close()
-    print(f"final eval return {progress.last_eval:.1f} after {step} env steps ({run.elapsed:.0f}s) | "
-          f"run folder: {run.run_dir} (TensorBoard logs, metrics.csv, learning_curve.png, ckpt/)")
+            if s.after_update(step - step0):  # this update's steps: a checkpoint when a multiple was passed
+                break
+    s.end(interrupt.requested)
 
 
 if __name__ == "__main__":
