@@ -348,6 +348,8 @@ def make_env(
                 env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(r)))
             env = gym.wrappers.FrameStackObservation(env, stack_size=4)
         if discrete_actions > 0:
+            if not isinstance(env.action_space, gym.spaces.Box):
+                raise UsageError(f"--discrete-actions discretises Box actions, but {env_id} has {env.action_space}")
             env = gym.wrappers.DiscretizeAction(env, bins=discrete_actions)
         if unit_actions and isinstance(env.action_space, gym.spaces.Box):
             unit = np.ones(env.action_space.shape, dtype=np.float32)

@@ -127,6 +127,12 @@ def test_pendulum_discretised_smoke(tmp_path):
     (("--eval-only",), "--checkpoint"),
     (("--seed", "x"), "invalid int value"),
     (("--dubble",), "unrecognized arguments"),
+    (("--total-timesteps", "-5"), "--total-timesteps must be >= 1"),
+    (("--batch-size", "0"), "--batch-size must be >= 1"),
+    (("--num-envs", "0"), "--num-envs must be >= 1"),
+    (("--eval-episodes", "0"), "--eval-episodes must be >= 1"),
+    (("--hidden-sizes", "128,abc"), "--hidden-sizes"),
+    (("--discrete-actions", "5"), "discretises Box actions"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     proc = run_script(TRAIN, "--runs-dir", tmp_path, *TINY, *args, check=False)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 import rl_utils  # noqa: E402
 from classic_rl.dqn.model import QNetwork  # noqa: E402
+from classic_rl.policies import parse_hidden  # noqa: E402
 
 
 @dataclass
@@ -79,6 +80,12 @@ class Args(rl_utils.CommonArgs):
     """gradient-norm clipping"""
     loss: str = "huber"
     """TD loss: huber (smooth L1, robust to large TD errors) or mse"""
+
+    LIMITS = {"n_step": (1, None), "per_alpha": (0, None), "per_beta0": (0, 1), "discrete_actions": (0, None),
+              "learning_rate": (0, None), "buffer_size": (1, None), "gamma": (0, 1), "tau": (0, 1),
+              "target_network_frequency": (1, None), "batch_size": (1, None), "start_e": (0, 1), "end_e": (0, 1),
+              "exploration_fraction": (0, 1), "learning_starts": (0, None), "train_frequency": (1, None),
+              "gradient_steps": (1, None), "max_grad_norm": (0, None)}
 
 
 # Tuned defaults per env, applied unless the flag is typed (as RL Zoo's hyperparameter files).
@@ -140,7 +147,7 @@ def build(args: Args, envs, device: torch.device) -> tuple[QNetwork, QNetwork]:
     if args.discrete_actions == 0:
         hint = f"; pass --discrete-actions N to discretise {args.env_id}'s continuous actions (e.g. 11)"
     n_actions = rl_utils.require_discrete(envs, "DQN", hint)
-    hidden = tuple(int(h) for h in args.hidden_sizes.split(",") if h.strip())
+    hidden = parse_hidden(args.hidden_sizes)
     q_net = QNetwork(envs.single_observation_space.shape, n_actions, hidden, args.dueling).to(device)
     target_net = copy.deepcopy(q_net).requires_grad_(False)  # never trained by backprop, only copied into
     return q_net, target_net
