@@ -1037,6 +1037,8 @@ class RolloutBuffer:
             yield self._select(t, e)
 
     def reset(self) -> None:
+        """Start a new rollout (call before each one): rows are overwritten, ``final_values`` zeroed because
+        ``add`` writes it only on steps with a truncation."""
         self.pos = 0
         self.final_values.zero_()
 
