@@ -56,7 +56,7 @@ bench-transformer: setup ## date/copy/reverse tasks, beam search, tokens/s vs nn
 
 bench-swin: setup ## Swin on MNIST-5000 (3 seeds, ~35 min), figures, training speed vs timm
 	for s in $(SEEDS); do $(BIN)/python swin_transformer/train.py --seed $$s --run-name swin_mnist5k_$$s || exit 1; done
-	$(BIN)/python swin_transformer/visualize.py --checkpoint runs/swin_mnist5k_1/ckpt/best.pt
+	$(BIN)/python swin_transformer/visualize.py --checkpoint runs/swin_mnist5k_1/ckpt/best.pt --out-dir swin_transformer/figures
 	$(BIN)/python swin_transformer/bench_speed.py
 	$(BIN)/python swin_transformer/bench_speed.py --config tiny --batch-size 8 --repeats 5 --warmup 1
 

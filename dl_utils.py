@@ -107,8 +107,17 @@ def load_idx_folder(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, tor
             if path is None:
                 wanted = ", ".join(s for pair in IDX_FILES.values() for s in pair)
                 raise UsageError(f"{folder} has no {stem}[.gz]; expected the standard idx files: {wanted}")
-            out.append(torch.from_numpy(read_idx(path).copy()))
+            array = read_idx(path)
+            want_ndim = 3 if "images" in stem else 1  # [N, H, W] images, [N] labels
+            if array.ndim != want_ndim:
+                kind = "images [N, H, W]" if want_ndim == 3 else "labels [N]"
+                raise UsageError(f"{path} holds an array of shape {array.shape}, not {kind}: are the files swapped?")
+            out.append(torch.from_numpy(array.copy()))
     train_x, train_y, test_x, test_y = out
+    for split, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        if len(x) != len(y):
+            raise UsageError(f"{folder}: the {split} images file holds {len(x)} images but its labels file "
+                             f"{len(y)} labels")
     return train_x.unsqueeze(1), train_y.long(), test_x.unsqueeze(1), test_y.long()
 
 
@@ -239,9 +248,11 @@ def to_float(images: torch.Tensor, resize: int = 0, mean: Sequence[float] | None
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images ``[N, C, H, W]`` on the [0, 1] scale (for normalisation)."""
+    """Per-channel mean and std of uint8 images ``[N, C, H, W]`` on the [0, 1] scale (for normalisation). A
+    constant channel gets std 1, not 0 (dividing by 0 would turn every input into NaN)."""
     x = images.float().div(255.0).transpose(0, 1).flatten(1)  # [C, N*H*W]
-    return x.mean(dim=1).tolist(), x.std(dim=1).tolist()
+    std = x.std(dim=1)
+    return x.mean(dim=1).tolist(), torch.where(std > 1e-6, std, torch.ones_like(std)).tolist()
 
 
 class ImageLoader:
@@ -701,7 +712,12 @@ def load_imagefolder(folder: str | Path, size: int = IMAGEFOLDER_SIZE, test_frac
             ds = torchvision.datasets.ImageFolder(str(path))
         except (FileNotFoundError, RuntimeError) as err:
             raise UsageError(f"{path} is not an ImageFolder tree (<class>/<image> files): {err}") from None
-        xs = [torch.from_numpy(np.array(ds.loader(p).convert("RGB").resize((size, size)))) for p, _ in ds.samples]
+        xs = []
+        for file, _ in ds.samples:
+            try:
+                xs.append(torch.from_numpy(np.array(ds.loader(file).convert("RGB").resize((size, size)))))
+            except OSError as err:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+                raise UsageError(f"cannot read image {file}: {err}") from None
         return torch.stack(xs).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets).long(), ds.classes
 
     test_dir = next((folder / n for n in ("test", "val") if (folder / n).is_dir()), None)

@@ -689,6 +689,13 @@ def _read(store: Any, idx: Any) -> Any:
     return {k: _read(v, idx) for k, v in store.items()} if isinstance(store, dict) else store[idx]
 
 
+def to_numpy(value: Any) -> Any:
+    """A tensor (any device) as a numpy array; numpy arrays and dicts of either pass through (mapped)."""
+    if isinstance(value, dict):
+        return {k: to_numpy(v) for k, v in value.items()}
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+
+
 def to_tensor(value: Any, device: torch.device | str = "cpu") -> Any:
     """``torch.as_tensor`` that also maps over a dict (Dict observations)."""
     if isinstance(value, dict):
@@ -906,13 +913,18 @@ class RolloutBatch(NamedTuple):
 
 
 class RolloutBuffer:
-    """On-policy storage, ``[num_steps, num_envs]``, as torch tensors on ``device``.
+    """On-policy storage, ``[num_steps, num_envs]``, kept on the host where the envs are; read as torch tensors
+    on ``device``.
 
     Per step: ``obs`` (the observation the action was taken in), ``actions``, ``logprobs`` and ``values`` of the
     acting policy, ``rewards``, ``terminated``/``truncated``, and ``final_values`` = V(real final observation)
     where the step was truncated (what a time-limit end bootstraps from). ``episode_starts[t]`` is derived: True
     where ``obs[t]`` is the first observation of an episode (carried across rollouts). Extra per-step fields
     are declared by space: ``extras={"skill": Discrete(8)}``.
+
+    Why numpy storage: the acting phase on a CPU is per-step overhead, and writing a row of a numpy array costs
+    ~1 µs against ~5 µs for a torch tensor (``add`` takes numpy arrays or tensors alike). The tensors are built
+    when read, once per rollout: views of the same memory on a CPU, one copy to a GPU.
 
     After :meth:`compute_advantages`, :meth:`minibatches` yields shuffled flat minibatches and :meth:`sequences`
     contiguous chunks of one env's steps."""
@@ -921,62 +933,59 @@ class RolloutBuffer:
                  extras: dict[str, gym.Space] | None = None, device: torch.device | str = "cpu"):
         self.num_steps, self.num_envs, self.device = num_steps, num_envs, torch.device(device)
         lead = (num_steps, num_envs)
-
-        def zeros(space: gym.Space) -> Any:
-            arrays = alloc_for_space(space, lead)
-            return to_tensor(arrays, self.device)
-
-        self.obs = zeros(obs_space)
-        self.actions = zeros(action_space)
-        self.extras = {name: zeros(space) for name, space in (extras or {}).items()}
-        f32 = dict(dtype=torch.float32, device=self.device)
-        self.logprobs, self.values, self.final_values = (torch.zeros(lead, **f32) for _ in range(3))
-        # What the env returns stays in numpy while collecting (a numpy row write costs ~1 µs, a torch one ~5):
-        # the acting phase is per-step overhead on a CPU. The tensor views below are built when they are read.
-        self._rewards = np.zeros(lead, dtype=np.float32)
-        self._terminated, self._truncated, self._starts = (np.zeros(lead, dtype=bool) for _ in range(3))
-        self.advantages, self.returns = torch.zeros(lead, **f32), torch.zeros(lead, **f32)
+        f32 = lambda: np.zeros(lead, dtype=np.float32)  # noqa: E731
+        self._store: dict[str, Any] = {
+            "obs": alloc_for_space(obs_space, lead), "actions": alloc_for_space(action_space, lead),
+            "logprobs": f32(), "values": f32(), "final_values": f32(), "rewards": f32(),
+            **{name: np.zeros(lead, dtype=bool) for name in ("terminated", "truncated", "episode_starts")},
+        }
+        self._extras = {name: alloc_for_space(space, lead) for name, space in (extras or {}).items()}
+        self._tensors: dict[str, Any] = {}  # read cache; cleared by every write
+        self.advantages = torch.zeros(lead, dtype=torch.float32, device=self.device)
+        self.returns = torch.zeros(lead, dtype=torch.float32, device=self.device)
         self.next_start = np.ones(num_envs, dtype=bool)  # the first rollout starts every episode
         self.pos = 0
 
-    def add(self, obs: Any, actions: Any, logprobs: torch.Tensor, values: torch.Tensor, rewards: np.ndarray,
-            terminated: np.ndarray, truncated: np.ndarray, final_values: torch.Tensor | None = None,
-            **extras: Any) -> None:
-        """Store one vector step. ``final_values`` (None = no truncation in this step) is V(real final obs)."""
+    def add(self, obs: Any, actions: Any, logprobs: Any, values: Any, rewards: np.ndarray,
+            terminated: np.ndarray, truncated: np.ndarray, final_values: Any = None, **extras: Any) -> None:
+        """Store one vector step (numpy arrays or tensors). ``final_values`` (None = no truncation in this step)
+        is V(real final obs)."""
         if self.pos >= self.num_steps:
             raise RuntimeError("rollout buffer full: call reset() after the update")
-        t, dev = self.pos, self.device
-        _write(self.obs, t, to_tensor(obs, dev))
-        self.actions[t] = to_tensor(actions, dev)
-        self.logprobs[t], self.values[t] = logprobs.detach(), values.detach()
-        self._rewards[t], self._terminated[t], self._truncated[t] = rewards, terminated, truncated
+        t, store = self.pos, self._store
+        _write(store["obs"], t, to_numpy(obs))
+        store["actions"][t], store["logprobs"][t], store["values"][t] = (
+            to_numpy(actions), to_numpy(logprobs), to_numpy(values))
+        store["rewards"][t], store["terminated"][t], store["truncated"][t] = rewards, terminated, truncated
         if final_values is not None:
-            self.final_values[t] = final_values.detach()
+            store["final_values"][t] = to_numpy(final_values)
         for name, value in extras.items():
-            _write(self.extras[name], t, to_tensor(value, dev))
-        self._starts[t] = self.next_start
+            _write(self._extras[name], t, to_numpy(value))
+        store["episode_starts"][t] = self.next_start
         self.next_start = np.logical_or(terminated, truncated)
         self.pos += 1
+        self._tensors.clear()
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(array).to(self.device)  # a view on CPU, a copy on CUDA
+    def _tensor(self, name: str) -> Any:
+        if name not in self._tensors:
+            array = self._store[name] if name in self._store else self._extras[name]
+            self._tensors[name] = to_tensor(array, self.device)  # a view on CPU, a copy on CUDA
+        return self._tensors[name]
+
+    obs = property(lambda self: self._tensor("obs"))
+    actions = property(lambda self: self._tensor("actions"))
+    logprobs = property(lambda self: self._tensor("logprobs"))
+    values = property(lambda self: self._tensor("values"))
+    final_values = property(lambda self: self._tensor("final_values"))
+    rewards = property(lambda self: self._tensor("rewards"))
+    terminated = property(lambda self: self._tensor("terminated"))
+    truncated = property(lambda self: self._tensor("truncated"))
+    episode_starts = property(lambda self: self._tensor("episode_starts"),
+                              doc="True where ``obs[t]`` is the first observation of an episode.")
 
     @property
-    def rewards(self) -> torch.Tensor:
-        return self._tensor(self._rewards)
-
-    @property
-    def terminated(self) -> torch.Tensor:
-        return self._tensor(self._terminated)
-
-    @property
-    def truncated(self) -> torch.Tensor:
-        return self._tensor(self._truncated)
-
-    @property
-    def episode_starts(self) -> torch.Tensor:
-        """True where ``obs[t]`` is the first observation of an episode."""
-        return self._tensor(self._starts)
+    def extras(self) -> dict[str, Any]:
+        return {name: self._tensor(name) for name in self._extras}
 
     @property
     def cuts(self) -> torch.Tensor:
@@ -1040,7 +1049,8 @@ class RolloutBuffer:
         """Start a new rollout (call before each one): rows are overwritten, ``final_values`` zeroed because
         ``add`` writes it only on steps with a truncation."""
         self.pos = 0
-        self.final_values.zero_()
+        self._store["final_values"].fill(0.0)
+        self._tensors.clear()
 
     def state_dict(self) -> dict[str, Any]:
         """Only what carries over between rollouts (a checkpoint is taken between updates)."""
@@ -1155,6 +1165,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 METRICS_FIELDS = ("step", "tag", "value", "wall_time")
 
 
+# Seconds between plain progress lines when stderr is not a terminal (no tqdm bar); DLRL_PROGRESS_SECONDS overrides.
+PLAIN_PROGRESS_SECONDS = float(os.environ.get("DLRL_PROGRESS_SECONDS", "30"))
+
+
 class Run:
     """A run folder and everything written into it: ``config.json``, TensorBoard events, ``metrics.csv`` (long
     format: step, tag, value, wall_time), ``summary.json``, a progress bar, and checkpoints in ``ckpt/``.
@@ -1267,14 +1281,24 @@ class Run:
     def progress(self, total: int, initial: int = 0) -> Any:
         from tqdm import tqdm
 
-        # disable=None turns the bar off when stderr is not a terminal (CI logs, subprocess tests).
+        # disable=None turns the bar off when stderr is not a terminal (a log file, CI, nohup): then
+        # update_progress prints a plain line every PLAIN_PROGRESS_SECONDS instead, so long work is never silent.
         self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=None)
+        self._progress_total, self._next_plain = total, time.time() + PLAIN_PROGRESS_SECONDS
         return self.bar
 
     def update_progress(self, n: int, step: int, sps: float) -> None:
+        """Advance the bar by ``n`` to ``step``; without a terminal, a plain progress line now and then."""
         if self.bar is None:
             return
         recent = np.mean(self.recent_returns) if self.recent_returns else float("nan")
+        if self.bar.disable:
+            if time.time() >= self._next_plain:
+                self._next_plain = time.time() + PLAIN_PROGRESS_SECONDS
+                total = self._progress_total
+                print(f"progress: step {step:,}/{total:,} ({100 * step / max(total, 1):.0f}%) | {sps:,.0f} steps/s | "
+                      f"recent return {recent:.1f} | {self.elapsed:.0f}s", flush=True)
+            return
         self.bar.set_postfix(SPS=int(sps), ret=f"{recent:.1f}", refresh=False)
         self.bar.update(n)
 

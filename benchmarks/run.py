@@ -169,6 +169,25 @@ def summarise(rows: list[dict], entries: list[Entry]) -> str:
     return "\n".join(lines)
 
 
+def earlier_rows(csv_path: Path, entries: list[Entry], exclude_seeds: set[int]) -> list[dict]:
+    """Rows of an earlier results.csv for this suite's entries, minus the seeds about to be re-run, typed as
+    run_entry returns them (csv gives strings; an empty cell is a threshold never reached)."""
+    if not csv_path.exists():
+        return []
+    known = {(e.label, e.env_id) for e in entries}
+    ints = ("seed", "budget", "steps_to_threshold")
+    floats = ("threshold", "final_eval_return", "best_eval_return", "seconds_to_threshold", "wall_time_s",
+              "process_s", "sps")
+    rows = []
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            for key in ints + floats:
+                row[key] = None if row.get(key) in ("", None) else (int if key in ints else float)(row[key])
+            if (row["label"], row["env_id"]) in known and row["seed"] not in exclude_seeds:
+                rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", action="append", help="suite name(s); see --list")
@@ -176,6 +195,9 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results", help="output folder (one subfolder per suite)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at a time; >1 shares the cores, so keep 1 when wall-clock is compared")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of results.csv whose seeds this call does not re-run (long suites "
+                             "measured a seed at a time, e.g. Hopper: --seeds 2 3 --merge after --seeds 1)")
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
     args = parser.parse_args()
     if args.list or not args.suite:
@@ -194,6 +216,9 @@ def main() -> None:
         load_before, t_start = os.getloadavg()[1], time.time()  # wall-clock means little without the machine's load
         with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
             rows = list(pool.map(lambda job: run_entry(job[0], job[1], out), work))
+        if args.merge:
+            rows = earlier_rows(out / "results.csv", SUITES[suite], exclude_seeds=set(args.seeds)) + rows
+        seeds = sorted({int(r["seed"]) for r in rows})
         with open(out / "results.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
@@ -202,12 +227,16 @@ def main() -> None:
         table = summarise(rows, SUITES[suite])
         jobs = f" --jobs {args.jobs}" if args.jobs > 1 else ""
         header = (f"# Benchmark `{suite}`\n\nCommand: `python benchmarks/run.py --suite {suite} --seeds "
-                  f"{' '.join(map(str, args.seeds))}{jobs}` on {machine}, {time.strftime('%Y-%m-%d')}; "
+                  f"{' '.join(map(str, seeds))}{jobs}` on {machine}, {time.strftime('%Y-%m-%d')}; "
                   f"{(time.time() - t_start) / 60:.0f} min; 5-min load average {load_before:.1f} at the start, "
                   f"{os.getloadavg()[1]:.1f} at the end (the runs themselves add --jobs).\n\n")
         (out / "results.md").write_text(header + table + "\n")
-        rl_utils.plot_curves([r["run_dir"] for r in rows], out / "curves.png",
-                             labels=[f"{r['label']} {r['env_id']}" for r in rows], title=f"benchmark {suite}")
+        if args.merge:
+            header = header.replace("` on", f"` (seeds {' '.join(map(str, args.seeds))} in this call, merged with "
+                                            "earlier rows) on", 1)
+        plotted = [r for r in rows if (ROOT / r["run_dir"]).is_dir()]  # a merged row's run folder may be gone
+        rl_utils.plot_curves([r["run_dir"] for r in plotted], out / "curves.png",
+                             labels=[f"{r['label']} {r['env_id']}" for r in plotted], title=f"benchmark {suite}")
         print(header + table)
 
 

@@ -15,7 +15,7 @@ import gymnasium as gym
 import torch
 
 import rl_utils
-from classic_rl.policies import ActorCritic, greedy_policy, parse_hidden
+from classic_rl.policies import ActorCritic, acting, greedy_policy, parse_hidden
 
 # Sampling-time argument checks of torch.distributions cost ~30% of the acting phase; our inputs are valid.
 torch.distributions.Distribution.set_default_validate_args(False)
@@ -124,14 +124,18 @@ def eval_only(cls: type[PolicyArgs], args: PolicyArgs, algo: str, make_agent: An
 def collect_rollout(agent: ActorCritic, envs: gym.vector.VectorEnv, buffer: rl_utils.RolloutBuffer, obs: Any,
                     progress: Progress, run: rl_utils.Run, device: torch.device) -> tuple[Any, torch.Tensor]:
     """Fill ``buffer`` with ``buffer.num_steps`` vector steps of the current policy, starting from ``obs``.
-    Truncated episodes record V(real final obs) to bootstrap from. Returns (next obs, V(next obs))."""
+    Truncated episodes record V(real final obs) to bootstrap from. Returns (next obs, V(next obs)).
+
+    An MLP ActorCritic acts in numpy (``policies.NumpyActing``: the same math, several times less overhead per
+    step on a CPU); the rare V(final obs) at a truncation and the bootstrap value at the end use the torch
+    network."""
     buffer.reset()
+    policy = acting(agent, device)
     for _ in range(buffer.num_steps):
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
-        action, logprob, value = agent.act(obs_t)
-        next_obs, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
+        action, logprob, value = policy.act(obs)
+        next_obs, reward, terminated, truncated, infos = envs.step(action)
         final_values = rl_utils.values_of_final_obs(agent.value, next_obs, infos, terminated, truncated, device)
-        buffer.add(obs_t, action, logprob, value, reward, terminated, truncated, final_values)
+        buffer.add(obs, action, logprob, value, reward, terminated, truncated, final_values)
         obs = next_obs
         progress.global_step += envs.num_envs
         run.log_episodes(rl_utils.finished_episodes(infos), progress.global_step)

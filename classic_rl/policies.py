@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -158,10 +159,137 @@ class ActorCritic(nn.Module):
         return out.argmax(-1) if self.discrete else out
 
 
-def greedy_policy(agent: ActorCritic, device: torch.device):
+class NumpyActing:
+    """:meth:`ActorCritic.act` and :meth:`ActorCritic.deterministic` in numpy, for acting on the CPU.
+
+    Why: with a small MLP and cheap envs the acting phase is per-operation overhead. A torch op costs ~5-8 µs on
+    this CPU whatever its size, a numpy op on an [8, 64] array ~1-2 µs; and the actor and the critic run as one
+    network: their layers side by side (the first layers concatenated, the deeper ones and the heads
+    block-diagonal), so one matmul serves both. ``benchmarks/acting_speed.py`` measures the result. The noise
+    comes from torch's global generator (``exponential_`` / ``randn`` of the same shape as the torch path), so a
+    run keeps the one random stream that checkpoints save; tests/test_policies.py holds both paths equal on the
+    same noise.
+
+    It reads the weights when built (a copy to the host for a CUDA-trained agent): build it again after every
+    update, as ``on_policy.collect_rollout`` does once per rollout."""
+
+    def __init__(self, agent: ActorCritic):
+        self.discrete = agent.discrete
+        actor = _layers(agent.actor_trunk, agent.actor_head)
+        self.actor = actor  # for deterministic(): the actor alone
+        self.log_std = None if agent.discrete else _host(agent.log_std).copy()
+        self.n_out = agent.actor_head.out_features
+        if agent.critic_head is None:  # no critic (REINFORCE): V = 0
+            self.fused = actor
+        elif agent.shared:  # one trunk, the two heads side by side
+            w, b, _ = actor[-1]
+            self.fused = [*actor[:-1], (np.concatenate([w, _host(agent.critic_head.weight).T], 1),
+                                        np.concatenate([b, _host(agent.critic_head.bias)]), None)]
+        else:
+            self.fused = [_side_by_side(la, lc, first=i == 0) for i, (la, lc) in
+                          enumerate(zip(actor, _layers(agent.critic_trunk, agent.critic_head)))]
+        if self.discrete:
+            self._noise = torch.empty(0)  # resized to the batch on first use; refilled in place each step
+
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample a ~ π(·|s); returns (action, log π(a|s), V(s)), each [B] (action [B, d] for Box), numpy."""
+        both = _forward(self.fused, np.asarray(obs, dtype=np.float32))  # [B, n (+ 1)]
+        out = both[:, :self.n_out]  # logits or Gaussian means
+        value = both[:, self.n_out] if both.shape[1] > self.n_out else np.zeros(len(out), dtype=np.float32)
+        if self.discrete:
+            if self._noise.shape != out.shape:
+                self._noise = torch.empty(out.shape)
+                self._noise_np = self._noise.numpy()  # a view: exponential_() below refills it
+            self._noise.exponential_()
+            action = (out - np.log(self._noise_np)).argmax(-1)  # Gumbel-max, as ActorCritic.act
+            shifted = out - out.max(-1, keepdims=True)
+            picked = shifted[np.arange(len(out)), action]
+            logprob = picked - np.log(np.exp(shifted).sum(-1))  # log softmax of the taken action
+        else:
+            noise = torch.randn(out.shape).numpy()
+            action = out + np.exp(self.log_std) * noise
+            logprob = (-0.5 * noise ** 2 - self.log_std - HALF_LOG_2PI).sum(-1, dtype=np.float32)
+        return action, logprob, value
+
+    def deterministic(self, obs: np.ndarray) -> np.ndarray:
+        """The evaluation action: argmax for Discrete, the mean for a Gaussian."""
+        out = _forward(self.actor, np.asarray(obs, dtype=np.float32))
+        return out.argmax(-1) if self.discrete else out
+
+
+Layer = tuple[np.ndarray, np.ndarray, Any]  # (weight [in, out], bias [out], activation or None)
+
+
+def _layers(trunk: nn.Sequential | None, head: nn.Linear) -> list[Layer]:
+    """An mlp() trunk and its head as numpy layers (Linear, activation pairs; the head has no activation)."""
+    modules = list(trunk or ())
+    out = [(_host(lin.weight).T, _host(lin.bias), _tanh if isinstance(act, nn.Tanh) else _relu)
+           for lin, act in zip(modules[::2], modules[1::2])]
+    return [*out, (_host(head.weight).T, _host(head.bias), None)]
+
+
+def _side_by_side(a: Layer, c: Layer, first: bool) -> Layer:
+    """Two layers as one: the first takes the same input (weights concatenated), a deeper one takes the two
+    halves of the previous output (block-diagonal weights)."""
+    (wa, ba, act), (wc, bc, _) = a, c
+    if first:
+        weight = np.concatenate([wa, wc], 1)
+    else:
+        weight = np.zeros((wa.shape[0] + wc.shape[0], wa.shape[1] + wc.shape[1]), dtype=wa.dtype)
+        weight[:wa.shape[0], :wa.shape[1]], weight[wa.shape[0]:, wa.shape[1]:] = wa, wc
+    return weight, np.concatenate([ba, bc]), act
+
+
+def _forward(layers: list[Layer], x: np.ndarray) -> np.ndarray:
+    for weight, bias, act in layers:
+        x = x @ weight
+        x += bias
+        if act is not None:
+            x = act(x)
+    return x
+
+
+def _host(param: torch.Tensor) -> np.ndarray:
+    return param.detach().cpu().numpy()  # a view on CPU
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0, out=x)
+
+
+def _tanh(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x, out=x)
+
+
+class TorchActing:
+    """Any other agent with torch ``act`` / ``value`` / ``deterministic`` (e.g. Actor-Critic's Q critic) behind
+    :class:`NumpyActing`'s numpy-in, numpy-out interface, so one rollout loop serves both."""
+
+    def __init__(self, agent: nn.Module, device: torch.device):
+        self.agent, self.device = agent, device
+
+    def _tensor(self, obs: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(x.cpu().numpy() for x in self.agent.act(self._tensor(obs)))
+
+    @torch.no_grad()
+    def value(self, obs: np.ndarray) -> np.ndarray:
+        return self.agent.value(self._tensor(obs)).cpu().numpy()
+
+    @torch.no_grad()
+    def deterministic(self, obs: np.ndarray) -> np.ndarray:
+        return self.agent.deterministic(self._tensor(obs)).cpu().numpy()
+
+
+def acting(agent: nn.Module, device: torch.device) -> NumpyActing | TorchActing:
+    """How ``agent`` acts on numpy observations: the numpy path for the MLP :class:`ActorCritic` (whatever device
+    trains it), torch otherwise. Build it again after each update (it reads the weights then)."""
+    return NumpyActing(agent) if isinstance(agent, ActorCritic) else TorchActing(agent, device)
+
+
+def greedy_policy(agent: nn.Module, device: torch.device):
     """obs batch (numpy) -> deterministic actions (numpy), for ``rl_utils.evaluate``."""
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        return agent.deterministic(torch.as_tensor(obs, dtype=torch.float32, device=device)).cpu().numpy()
-
-    return act
+    return acting(agent, device).deterministic

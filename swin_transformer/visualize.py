@@ -29,8 +29,6 @@ from swin_transformer.model import (  # noqa: E402
     shift_region_labels,
 )
 
-FIGURES = Path(__file__).resolve().parent / "figures"
-
 
 @dataclass
 class Args:
@@ -46,8 +44,9 @@ class Args:
     """window size of the annotated relative-position-index figure (small, so the numbers are readable)"""
     checkpoint: str = ""
     """one of our run checkpoints (ckpt/best.pt) whose learned bias tables to draw; empty = an untrained model"""
-    out_dir: str = str(FIGURES)
-    """where the PNGs go"""
+    out_dir: str = ""
+    """where the PNGs go; empty = runs/<run>/figures for --checkpoint, else runs/swin_visualize (the README's
+    figures in swin_transformer/figures are refreshed by `make bench-swin` only)"""
 
 
 def _plt():
@@ -163,7 +162,8 @@ def plot_bias_tables(model: SwinTransformer, out: Path, title: str) -> Path:
 
 def main() -> None:
     args = rl_utils.parse_args(Args)
-    out_dir = Path(args.out_dir)
+    out_dir = Path(args.out_dir) if args.out_dir else (
+        Path(args.checkpoint).resolve().parent.parent / "figures" if args.checkpoint else Path("runs/swin_visualize"))
     paths = [plot_shift_mask(args.size, args.window, args.shift, out_dir / "shift_mask.png"),
              plot_relative_index(args.index_window, out_dir / "relative_position_index.png")]
     if args.checkpoint:

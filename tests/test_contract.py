@@ -23,3 +23,13 @@ def test_script_keeps_the_contract(name, tmp_path):
         assert key in summary, (script, key)
     assert 0 < summary["final_eval_return"] <= 500 and summary["env_steps"] >= 512
     assert row["final_eval_return"] == summary["final_eval_return"] and row["sps"] > 0
+
+
+@pytest.mark.parametrize("name", ["dqn", "ppo"])
+def test_runs_report_progress_without_a_terminal(name, tmp_path, monkeypatch):
+    """Under nohup, CI or a pipe there is no tqdm bar: plain progress lines keep a long run from looking hung."""
+    script, tiny = RL_SCRIPTS[name]
+    monkeypatch.setenv("DLRL_PROGRESS_SECONDS", "0")  # a line at every update (default: every 30 s)
+    out = run_script(script, *tiny, "--total-timesteps", "2048", "--runs-dir", tmp_path).stdout
+    lines = [line for line in out.splitlines() if line.startswith("progress: step ")]
+    assert len(lines) >= 2 and "/2,048 (" in lines[-1] and "steps/s" in lines[-1], out[-1000:]

@@ -247,6 +247,29 @@ def test_idx_errors_are_one_line_usage_errors(tmp_path):
         dl_utils.load_dataset("cifar")
 
 
+def test_inconsistent_data_is_refused_in_one_line(tmp_path):
+    """Labels that do not match the images, files in each other's slots, a corrupt image: one UsageError, never
+    a silent truncation or a traceback from deep inside."""
+    for name in ("short", "swapped"):
+        (tmp_path / name).mkdir()
+    arrays = _write_fake_fashion(tmp_path / "short")
+    dl_utils.write_idx(tmp_path / "short" / "train-labels-idx1-ubyte", arrays["train-labels-idx1-ubyte"][:-1])
+    with pytest.raises(rl_utils.UsageError, match="holds 12 images but its labels file 11 labels"):
+        dl_utils.load_dataset("mnist", str(tmp_path / "short"))
+    arrays = _write_fake_fashion(tmp_path / "swapped")
+    dl_utils.write_idx(tmp_path / "swapped" / "train-labels-idx1-ubyte", arrays["train-images-idx3-ubyte"])
+    with pytest.raises(rl_utils.UsageError, match="not labels .N.: are the files swapped"):
+        dl_utils.load_dataset("mnist", str(tmp_path / "swapped"))
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "tree" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "tree" / name / "ok.png")
+    (tmp_path / "tree" / "b" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(rl_utils.UsageError, match="cannot read image .*broken.png"):
+        dl_utils.load_imagefolder(tmp_path / "tree", size=8)
+
+
 def test_offline_datasets_split_and_loader():
     data = dl_utils.load_dataset("mnist5k")
     assert data.train_x.shape == (4000, 1, 28, 28) and data.test_x.shape == (1000, 1, 28, 28)

@@ -17,7 +17,7 @@ import torch
 
 import rl_utils
 from classic_rl.dqn.model import QNetwork
-from classic_rl.dqn.train import dqn_loss, update_target
+from classic_rl.dqn.train import Args, build, dqn_loss, update_target
 from tests.conftest import ROOT, only_run_dir, run_script
 
 TRAIN = "classic_rl/dqn/train.py"
@@ -62,10 +62,10 @@ def test_dueling_aggregation_and_shapes():
 
 
 def test_no_gradient_flows_into_the_target_network():
-    import copy
-
-    net = QNetwork((4,), 2, (16, 16))
-    target = copy.deepcopy(net).requires_grad_(False)
+    # the networks the script itself builds (a test-made copy would hide a target net left trainable)
+    envs = rl_utils.make_vec_env("CartPole-v1", 1, 0)
+    net, target = build(Args(hidden_sizes="16,16"), envs, torch.device("cpu"))
+    assert not any(p.requires_grad for p in target.parameters())
     before = [p.clone() for p in target.parameters()]
     opt = torch.optim.Adam(net.parameters(), lr=0.1)
     batch = _batch(torch.randn(8, 4), torch.randint(0, 2, (8,)), torch.randn(8), torch.randn(8, 4),
@@ -80,6 +80,68 @@ def test_no_gradient_flows_into_the_target_network():
     update_target(net, target, tau=0.5)
     for t, b, o in zip(target.parameters(), before, net.parameters()):
         torch.testing.assert_close(t, 0.5 * b + 0.5 * o)
+
+
+def test_polyak_update_moves_the_target_by_tau():
+    """τ = 0.1, where τ and 1 − τ differ (at τ = 0.5 an inverted update would pass)."""
+    online, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.detach().clone() for p in target.parameters()]
+    update_target(online, target, tau=0.1)
+    for t, b, o in zip(target.parameters(), before, online.parameters()):
+        torch.testing.assert_close(t, 0.9 * b + 0.1 * o)
+
+
+def test_importance_weights_scale_each_sample_in_the_loss():
+    """PER's weights enter the loss per sample: weight 0 removes a sample, weight w scales its term by w."""
+    online, target = _Fixed([[1.0, 0.0], [0.0, 0.0]]), _Fixed([[0.0, 0.0], [0.0, 0.0]])
+    batch = rl_utils.ReplayBatch(torch.tensor([0.0, 0.0]), torch.tensor([0, 1]), torch.tensor([3.0, 0.5]),
+                                 torch.tensor([1.0, 1.0]), torch.ones(2), torch.ones(2), torch.tensor([0.0, 1.0]),
+                                 np.arange(2))
+    loss, td, _ = dqn_loss(online, target, batch, double=False, loss="mse")
+    torch.testing.assert_close(td, torch.tensor([2.0, 0.5]))
+    torch.testing.assert_close(loss, torch.tensor(0.5 ** 2 / 2))  # only the second sample, mean over 2
+
+
+def test_per_priorities_are_raised_to_alpha():
+    """After update_priorities(|δ|), sampling probability ∝ (|δ| + ε)^α and the IS weights are (N P)^-β / max."""
+    buf = rl_utils.PrioritizedReplayBuffer(2, 1, (1,), alpha=0.5, seed=0)
+    for i in range(2):
+        buf.add(np.full((1, 1), i), np.zeros((1, 1)), np.zeros(1), np.zeros(1), np.zeros(1, bool), np.zeros(1, bool))
+    buf.update_priorities(np.array([0, 1]), np.array([1.0, 9.0]))  # priorities^0.5 = 1 : 3 -> P = 0.25 : 0.75
+    buf.beta = 1.0
+    counts, weights = np.zeros(2), {}
+    for _ in range(400):
+        batch = buf.sample(8)
+        for i, w in zip(batch.indices, batch.weights.tolist()):
+            counts[i] += 1
+            weights[int(i)] = w
+    np.testing.assert_allclose(counts / counts.sum(), [0.25, 0.75], atol=0.03)
+    np.testing.assert_allclose([weights[0], weights[1]], [1.0, 1 / 3], rtol=1e-4)  # ∝ 1 / P, max 1
+
+
+def test_time_limit_truncations_are_stored_as_truncated_not_terminated(tmp_path):
+    """MountainCar never terminates under a random policy: every episode ends by its 200-step limit. The stored
+    transitions must say truncated (bootstrap) with the real final observation, never terminated."""
+    run_script(TRAIN, "--env-id", "MountainCar-v0", "--total-timesteps", "450", "--learning-starts", "1000",
+               "--eval-every", "0", "--eval-episodes", "1", "--save-buffer", "--buffer-size", "1000",
+               "--runs-dir", tmp_path)
+    ckpt = rl_utils.open_checkpoint(only_run_dir(tmp_path), Args)
+    envs = rl_utils.make_vec_env("MountainCar-v0", 1, 0)
+    buffer = rl_utils.ReplayBuffer(1000, 1, envs.single_observation_space, envs.single_action_space)
+    rl_utils.load_state_into(buffer, ckpt["buffer"])
+    assert not buffer.terminated[:450].any()
+    assert np.flatnonzero(buffer.truncated[:450, 0]).tolist() == [199, 399]
+    # the real final observation, not the next episode's first: it continues the trajectory (x moves < 0.1 a step)
+    np.testing.assert_allclose(buffer.next_obs[199, 0], buffer.obs[199, 0], atol=0.1)
+    assert np.abs(buffer.next_obs[199, 0] - buffer.obs[200, 0]).max() > 0  # and a reset followed
+
+
+def test_per_beta_is_annealed_to_one(tmp_path):
+    run_script(TRAIN, "--runs-dir", tmp_path, *TINY, "--per", "--per-beta0", "0.4")
+    with open(only_run_dir(tmp_path) / "metrics.csv") as f:
+        betas = [float(r["value"]) for r in csv.DictReader(f) if r["tag"] == "charts/per_beta"]
+    # learning starts at step 200 of 600: β = 0.4 + 0.6 * 200/600 there, rising linearly to 1 at the end
+    assert betas[0] == pytest.approx(0.6, abs=0.01) and betas[-1] > 0.99 and betas == sorted(betas)
 
 
 def _rows(run_dir):
@@ -103,11 +165,18 @@ def test_smoke_run_writes_the_run_folder(tmp_path):
     assert list((run / "videos").glob("*.mp4"))  # RecordVideo of the evaluated agent
 
 
-@pytest.mark.parametrize("flags", [("--double", "--dueling"), ("--per", "--n-step", "3"),
-                                   ("--num-envs", "3", "--tau", "0.05", "--target-network-frequency", "1")])
-def test_variants_run(tmp_path, flags):
+@pytest.mark.parametrize(("flags", "algo"), [
+    (("--double", "--dueling"), "dqn_double_dueling"), (("--per", "--n-step", "3"), "dqn_per_3step"),
+    (("--num-envs", "3", "--tau", "0.05", "--target-network-frequency", "1"), "dqn")])
+def test_variants_run(tmp_path, flags, algo):
     run_script(TRAIN, "--runs-dir", tmp_path, *TINY, *flags)
-    assert "_".join(only_run_dir(tmp_path).name.split("__")[1:2])  # folder exists
+    run = only_run_dir(tmp_path)
+    assert run.name.split("__")[1] == algo  # the flags reached the algorithm
+    config = json.loads((run / "config.json").read_text())
+    typed = dict(zip(flags[::2], flags[1::2])) if "--num-envs" in flags else {}
+    assert all(str(config[k[2:].replace("-", "_")]) == v for k, v in typed.items())
+    tags = {r[1] for r in _rows(run)}
+    assert ("charts/per_beta" in tags) == ("--per" in flags)
 
 
 def test_pendulum_with_discrete_actions_and_help():
@@ -145,8 +214,13 @@ def test_atari_pong_runs_end_to_end(tmp_path):
     run_script(TRAIN, "--env-id", "ALE/Pong-v5", "--runs-dir", tmp_path, "--total-timesteps", "96",
                "--learning-starts", "64", "--buffer-size", "500", "--train-frequency", "4", "--gradient-steps", "1",
                "--batch-size", "8", "--eval-every", "0", "--eval-episodes", "1", "--target-return", "-100")
-    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
-    assert -21 <= summary["final_eval_return"] <= 21
+    run = only_run_dir(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env_steps"] == 96 and float(summary["final_eval_return"]).is_integer()  # a whole game's score
+    # the Nature CNN on the standard preprocessing: 4 stacked 84x84 grey frames, 6 actions
+    state = rl_utils.open_checkpoint(run, Args)["q_net"]
+    convs = [v.shape for v in state.values() if v.ndim == 4]
+    assert convs[0] == (32, 4, 8, 8) and [v.shape for v in state.values() if v.ndim == 2][-1][0] == 6
 
 
 def test_same_seed_same_run(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from classic_rl.policies import ActorCritic, parse_hidden
+from classic_rl.policies import ActorCritic, NumpyActing, TorchActing, parse_hidden
 from rl_utils import UsageError
 
 
@@ -32,6 +32,49 @@ def test_fast_path_equals_torch_distributions(space):
                      for i in range(2))
         torch.testing.assert_close(logprob, manual)
         assert action.shape == (7, 2) and logprob.shape == (7,)
+
+
+@pytest.mark.parametrize("space", [gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (2,))])
+@pytest.mark.parametrize("kind", ["separate", "shared", "no critic", "relu, 3 layers"])
+def test_numpy_acting_equals_the_torch_path_on_the_same_noise(space, kind):
+    """The acting path PPO/A2C use (numpy, actor and critic fused side by side) samples the same action with the
+    same log-probability and value as ActorCritic.act, given the same torch random state."""
+    torch.manual_seed(0)
+    hidden, activation = ((16, 8, 4), "relu") if kind.startswith("relu") else ((16, 16), "tanh")
+    agent = ActorCritic(5, space, hidden, activation, shared=kind == "shared", critic=kind != "no critic")
+    if not agent.discrete:
+        agent.log_std.data = torch.tensor([-0.3, 0.4])
+    with torch.no_grad():  # non-zero biases and a sharper head: a mistake in either would show
+        for p in agent.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    obs = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)
+    acting = NumpyActing(agent)
+    for _ in range(3):  # several steps: the random streams stay in step
+        state = torch.get_rng_state()
+        action, logprob, value = acting.act(obs)
+        torch.set_rng_state(state)
+        with torch.no_grad():
+            ref = agent.act(torch.from_numpy(obs))
+        np.testing.assert_array_equal(action, ref[0].numpy()) if agent.discrete else \
+            np.testing.assert_allclose(action, ref[0].numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(logprob, ref[1].numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(value, ref[2].numpy(), rtol=1e-5, atol=1e-5)
+        assert logprob.dtype == np.float32 and value.shape == (64,)
+    np.testing.assert_allclose(acting.deterministic(obs), agent.deterministic(torch.from_numpy(obs)).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    # the torch adapter (agents other than the MLP ActorCritic) gives the same interface
+    torch.set_rng_state(state)
+    action2, _, value2 = TorchActing(agent, torch.device("cpu")).act(obs)
+    np.testing.assert_allclose(value2, value, rtol=1e-5, atol=1e-5)
+
+
+def test_numpy_acting_reads_the_weights_when_built():
+    agent = ActorCritic(2, gym.spaces.Box(-1, 1, (1,)), (4,))
+    before = NumpyActing(agent).deterministic(np.ones((1, 2), np.float32))
+    with torch.no_grad():
+        agent.actor_head.bias.add_(1.0)
+    np.testing.assert_allclose(NumpyActing(agent).deterministic(np.ones((1, 2), np.float32)), before + 1.0,
+                               rtol=1e-6)
 
 
 def test_gumbel_max_sampling_follows_the_softmax():

@@ -141,6 +141,14 @@ def test_train_script_smoke(tmp_path):
     assert summary["episodes"] == 200 and 0.0 <= summary["greedy_success_rate"] <= 1.0
 
 
+def test_readme_example_reaches_the_goal(tmp_path):
+    """The README's command, as typed (default seed and preset), ends with a greedy policy that reaches the goal."""
+    proc = run_script(["classic_rl/tabular/train.py", "--algo", "sarsa", "--env-id", "Maze4x4-v0"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = list(tmp_path.iterdir())
+    assert json.loads((run_dir / "summary.json").read_text())["greedy_success_rate"] == 1.0
+
+
 def test_example_6_6_smoke(tmp_path):
     proc = run_script(["classic_rl/tabular/example_6_6.py", "--runs", "2", "--episodes", "40", "--figures-dir",
                        str(tmp_path / "fig")], tmp_path)

@@ -329,9 +329,35 @@ def test_train_smoke_run_folder_and_determinism(tmp_path, monkeypatch, capsys):
         s = json.loads((tmp_path / "ft" / name / "summary.json").read_text())
         assert s["steps"] == 6 and s["pretrained_image_size"] == 28 and s["pretrained_format"] == fmt
     code, out, _ = run_inprocess(monkeypatch, capsys, vis_mod, "vit/visualize_attention.py", "--model",
-                                 run / "ckpt" / "best.pt", "--image", "mnist5k", "--num-images", "3", "--out",
-                                 tmp_path / "roll.png")
-    assert code == 0 and (tmp_path / "roll.png").is_file() and "rollout" in out
+                                 run / "ckpt" / "best.pt", "--image", "mnist5k", "--num-images", "3")
+    # without --out the figure goes beside the run, never into the repository's tracked vit/figures/
+    assert code == 0 and (run / "attention_rollout.png").is_file() and "rollout" in out
+
+
+def test_imagefolder_trains_with_its_defaults_and_classify_takes_the_run(tmp_path, monkeypatch, capsys):
+    """`--dataset imagefolder --data-dir X` as the README shows it: the preset's patch fits the 64 px images."""
+    from PIL import Image
+
+    for k, name in enumerate(("ants", "bees")):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (70 + i, 64), color=(120 * k, 90, 30 * i)).save(tmp_path / "data" / name / f"{i}.png")
+    code, out, err = run_inprocess(monkeypatch, capsys, train_mod, "vit/train.py", "--dataset", "imagefolder",
+                                   "--data-dir", tmp_path / "data", "--epochs", "1", "--depth", "1",
+                                   "--global-pool", "token", "--save-hf", "--runs-dir", tmp_path / "runs")
+    assert code == 0, err
+    run = only_run_dir(tmp_path / "runs")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["image_size"] == 64 and summary["patch_size"] == 8
+    # What the run leaves works offline in the Hugging Face demo: the --save-hf folder (weights, config and
+    # preprocessor) and the checkpoint file; the pipeline and our model agree on both.
+    assert (run / "hf_model" / "preprocessor_config.json").is_file()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for model in (run / "hf_model", run / "ckpt" / "best.pt"):
+        proc = subprocess.run([sys.executable, "vit/classify.py", "--model", str(model), "--image", "coffee"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip().splitlines()[-1].startswith("agree: same top-2 labels"), proc.stdout
 
 
 def test_resume_continues_exactly(tmp_path, monkeypatch, capsys):

@@ -5,6 +5,8 @@ converted weights. Both top-k lists are printed side by side and must agree.
     python vit/classify.py                                       # google/vit-base-patch16-224 on skimage's cat
     python vit/classify.py --image astronaut --top-k 3
     python vit/classify.py --image photo.jpg --model ./my_vit    # a local save_pretrained directory
+    python vit/classify.py --model runs/<run>/hf_model           # a vit/train.py --save-hf folder
+    python vit/classify.py --model runs/<run>/ckpt/best.pt       # one of our checkpoints (an RGB model)
 
 ``--image`` is a file or one of the photos shipped inside scikit-image (astronaut, chelsea, coffee, rocket) or
 scikit-learn (china, flower). Without internet a hub id fails at once with one line; a local directory never
@@ -34,7 +36,8 @@ class Args:
     """Classify an image with a pretrained ViT via the Hugging Face pipeline and via our converted model."""
 
     model: str = "google/vit-base-patch16-224"
-    """Hugging Face id (needs internet) or a local save_pretrained directory"""
+    """Hugging Face id (needs internet), a local save_pretrained directory, or a checkpoint file of ours (its
+    weights converted to Hugging Face's model, preprocessing from its training statistics)"""
     image: str = "chelsea"
     """an image file, or a shipped photo: astronaut, chelsea, coffee, rocket (scikit-image), china, flower
     (scikit-learn)"""
@@ -73,26 +76,39 @@ def main() -> None:
     if args.top_k < 1:
         raise rl_utils.UsageError(f"--top-k must be >= 1, got {args.top_k}")
     torch.set_num_threads(max(1, args.torch_threads))
-    local = Path(args.model).expanduser().is_dir()
-    if not local and (args.model.startswith((".", "/", "~")) or "/" not in args.model):
-        raise rl_utils.UsageError(f"model directory not found: {args.model} (or give a Hugging Face id owner/name)")
+    path = Path(args.model).expanduser()
+    local, file = path.is_dir(), path.is_file()
+    if not (local or file) and (args.model.startswith((".", "/", "~")) or "/" not in args.model):
+        raise rl_utils.UsageError(f"model not found: {args.model} (a save_pretrained directory, a checkpoint file, "
+                                  "or a Hugging Face id owner/name)")
     image, image_source = load_image(args.image)
     from vit import pretrained as hub  # sets short hub timeouts
 
-    if local:  # never reach for the network for a local directory
+    if local or file:  # never reach for the network for a local model
         os.environ["HF_HUB_OFFLINE"] = "1"
     else:  # offline: a quick probe, then only the local cache is tried (no 45 s of retries)
         hub.go_offline_unless_reachable()
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
-    from vit.model import from_hf
+    from vit.model import from_hf, hf_image_processor, to_hf
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    pre = hub.load(str(path)) if file else None
+    if pre is not None and pre.model.cfg.in_chans != 3:
+        raise rl_utils.UsageError(f"{args.model} takes {pre.model.cfg.in_chans}-channel images; the "
+                                  "image-classification pipeline feeds RGB photos (train on cifar10 or an imagefolder, "
+                                  "or use vit/visualize_attention.py --image <dataset> for digits)")
     try:
-        clf = pipeline("image-classification", model=str(Path(args.model).expanduser()) if local else args.model,
-                       device=-1)
+        if pre is not None:  # our weights in Hugging Face's model, with the preprocessing they were trained with
+            cfg = pre.model.cfg
+            clf = pipeline("image-classification", model=to_hf(pre.model, pre.classes),
+                           image_processor=hf_image_processor(cfg, pre.mean, pre.std), device=-1)
+        else:
+            clf = pipeline("image-classification", model=str(path) if local else args.model, device=-1)
+    except ValueError as err:  # e.g. a model that pools patch tokens: Hugging Face's classifies the class token
+        raise rl_utils.UsageError(f"cannot build a Hugging Face pipeline for {args.model}: {err}") from None
     except Exception as err:  # noqa: BLE001 - offline, unknown repo, ...: one line either way
         if local:
             raise rl_utils.UsageError(f"cannot load {args.model}: {type(err).__name__}: {err}") from None
@@ -103,7 +119,7 @@ def main() -> None:
 
     # Ours: weights read from the files (local dir) or converted from the pipeline's model (hub id); the input is
     # the pipeline's own preprocessing (resize, rescale, normalise), so only the networks are compared.
-    ours_model = hub.load(args.model).model if local else from_hf(clf.model).eval()
+    ours_model = pre.model if pre else hub.load(str(path)).model if local else from_hf(clf.model).eval()
     pixels = clf.image_processor(images=image, return_tensors="pt")["pixel_values"]  # [1, 3, H, W]
     with torch.no_grad():
         probs = ours_model(pixels.float()).softmax(dim=-1)[0]  # [classes]

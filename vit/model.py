@@ -494,6 +494,18 @@ def hf_config_from(cfg: ViTConfig, labels: list[str] | None = None) -> Any:
                        label2id={name: i for i, name in enumerate(labels)})
 
 
+def hf_image_processor(cfg: ViTConfig, mean: list[float] | None, std: list[float] | None) -> Any:
+    """The ``transformers.ViTImageProcessor`` that feeds our model as it was trained: resize to its image size,
+    scale to [0, 1], normalise with its training statistics (none: mean 0, std 1). Saved beside the weights, it
+    makes a ``save_pretrained`` folder a complete ``pipeline("image-classification")`` model."""
+    from transformers import ViTImageProcessor
+
+    channels = cfg.in_chans
+    return ViTImageProcessor(size={"height": cfg.image_size, "width": cfg.image_size},
+                             image_mean=list(mean) if mean is not None else [0.0] * channels,
+                             image_std=list(std) if std is not None else [1.0] * channels)
+
+
 def from_hf(hf_model: nn.Module) -> VisionTransformer:
     """Our model with the weights of a ``transformers.ViTForImageClassification``."""
     model = VisionTransformer(config_from_hf(hf_model.config))

@@ -6,8 +6,7 @@ mixed precision on a GPU.
     python vit/train.py                                   # vit_micro_patch7_28 on the offline MNIST-5000 split
     python vit/train.py --dataset digits                  # scikit-learn's 8x8 digits (vit_nano_patch2_8, ~1 min)
     python vit/train.py --dataset cifar10 --data-dir ~/data   # cifar-10-batches-py there (preset: patch 4, 32 px)
-    python vit/train.py --dataset imagefolder --data-dir ~/photos --model vit_tiny_patch16_224 --image-size 64 \\
-        --patch-size 8                                    # any <class>/<image> tree, resized to 64 px
+    python vit/train.py --dataset imagefolder --data-dir ~/photos  # any <class>/<image> tree, 64 px, patch 8
     python vit/train.py --save-hf                         # also write <run>/hf_model (save_pretrained format)
 
 Per-dataset defaults (``PRESETS``) apply unless you type the flag. The run folder
@@ -121,7 +120,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cifar10": dict(model="vit_micro_patch4_28", image_size=32, embed_dim=192, depth=6, num_heads=6,
                     epochs=100, batch_size=128, lr=1e-3, degrees=0.0, translate=0.0, scale_min=1.0,
                     scale_max=1.0, shift=4, flip=0.5),
-    "imagefolder": dict(degrees=0.0, translate=0.0, scale_min=0.9, scale_max=1.1, shift=4, flip=0.5),
+    # ImageFolder trees are resized to 64 px (dl_utils): patch 8 gives an 8x8 grid (the default config's patch 7
+    # does not divide 64).
+    "imagefolder": dict(patch_size=8, degrees=0.0, translate=0.0, scale_min=0.9, scale_max=1.1, shift=4, flip=0.5),
 }
 
 
@@ -212,7 +213,7 @@ def train(args: Any, model: VisionTransformer, data: dl_utils.ImageData, optimiz
         torch_threads=args.torch_threads, seed=args.seed, **(extra_summary or {}))
     run.write_summary(**summary)
     run.close()
-    summary["run_dir"] = str(run.run_dir)
+    summary["run_dir"], summary["norm"] = str(run.run_dir), (mean, std)
     return summary
 
 
@@ -229,10 +230,11 @@ def main() -> None:
     run_dir = Path(summary["run_dir"])
     # timm's names and layout: timm.create_model(<same config>).load_state_dict(torch.load(this)) works.
     torch.save(model.state_dict(), run_dir / "model_timm.pth")
-    if args.save_hf:
-        from vit.model import to_hf
+    if args.save_hf:  # weights + config + preprocessor: pipeline("image-classification", model=<dir>) works
+        from vit.model import hf_image_processor, to_hf
 
         to_hf(model.cpu(), list(data.classes)).save_pretrained(run_dir / "hf_model")
+        hf_image_processor(model.cfg, *summary["norm"]).save_pretrained(run_dir / "hf_model")
     print(f"test acc {summary['test_acc']:.4f} (best {summary['best_test_acc']:.4f}; {args.model} on "
           f"{args.dataset}, {summary['epochs']} epochs, {summary['train_images_per_s']:.0f} img/s, "
           f"{summary['wall_time_s']:.0f}s) | run folder: {run_dir} (metrics.csv, learning_curve.png, "

@@ -5,7 +5,7 @@ row, reshaped to the patch grid, is that block's attention map. Rollout follows 
 residual stream: ``A_l <- (I + mean_heads(A_l)) / 2`` renormalised, multiplied over all blocks, class-token row.
 
     # a model trained by vit/train.py, on test digits of its dataset
-    python vit/visualize_attention.py --model runs/<run>/ckpt/best.pt --image mnist5k --out rollout_digits.png
+    python vit/visualize_attention.py --model runs/<run>/ckpt/best.pt --image mnist5k  # -> beside the run
     # a pretrained ImageNet ViT on a real photo (needs internet once, or a local save_pretrained directory)
     python vit/visualize_attention.py --model google/vit-base-patch16-224 --image chelsea
     # offline, mechanics only: an untrained ViT-Ti/16 (its maps mean nothing, the figure says so)
@@ -45,8 +45,9 @@ class Args:
     """test images to show when --image is a dataset"""
     head_fusion: str = "mean"
     """how rollout merges the heads of a block: mean or max"""
-    out: str = "vit/figures/attention_rollout.png"
-    """output png"""
+    out: str = ""
+    """output png; empty = beside the run for one of our checkpoints (runs/<run>/attention_rollout.png), else
+    runs/vit_attention/attention_rollout.png (the README figures are refreshed by `make bench-vit` only)"""
     seed: int = 0
     """seed of --random-init weights"""
     torch_threads: int = 1
@@ -61,6 +62,14 @@ def photo_tensor(image, size: int, channels: int, mean, std) -> torch.Tensor:
     x = torch.from_numpy(np.array(image.convert("L" if channels == 1 else "RGB"))).float().div(255.0)
     x = x.view(size, size, -1).permute(2, 0, 1)[None]  # [1, C, H, W]
     return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+
+
+def default_out(model: str) -> Path:
+    """Where a figure goes without --out: never into the repository's tracked figures."""
+    source = Path(model) if model else None
+    if source is not None and source.is_file() and source.parent.name == "ckpt":  # runs/<run>/ckpt/best.pt
+        return source.parent.parent / "attention_rollout.png"
+    return Path("runs") / "vit_attention" / "attention_rollout.png"
 
 
 def to_grid(values: torch.Tensor, grid: int, size: int) -> np.ndarray:
@@ -150,7 +159,7 @@ def main() -> None:
     fig.suptitle(f"{label}: {cfg.depth} blocks, {cfg.num_heads} heads, patch {cfg.patch_size}, rollout of the "
                  f"{who} query", fontsize=9)
     fig.tight_layout()
-    out = Path(args.out)
+    out = Path(args.out) if args.out else default_out(args.model)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

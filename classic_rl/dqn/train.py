@@ -293,8 +293,8 @@ def main() -> None:
                     if args.per:
                         buffer.update_priorities(batch.indices, td_errors.cpu().numpy())
                 logger.log_dict({"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item(),
-                                 "charts/epsilon": epsilon, "charts/learning_rate": optimizer.param_groups[0]["lr"]},
-                                step)
+                                 "charts/epsilon": epsilon, "charts/learning_rate": optimizer.param_groups[0]["lr"],
+                                 **({"charts/per_beta": buffer.beta} if args.per else {})}, step)
             if step % args.target_network_frequency < args.num_envs:
                 update_target(q_net, target_net, args.tau)
 

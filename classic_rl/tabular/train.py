@@ -67,8 +67,10 @@ class Args:
 PRESETS = {
     # Sutton & Barto Example 6.6: undiscounted, α .5, ε .1.
     "CliffWalking-v1": {"alpha": 0.5, "gamma": 1.0, "epsilon": 0.1, "episodes": 500},
-    # The notes' maze: lr .1, γ .9, λ .9, ε .1 (they act greedily with probability .9), 100 episodes.
-    "Maze4x4-v0": {"alpha": 0.1, "gamma": 0.9, "epsilon": 0.1, "lam": 0.9, "episodes": 100},
+    # The notes' maze: lr .1, γ .9, λ .9, ε .1 (they act greedily with probability .9), but 500 episodes, not their
+    # 100: at 100 Sarsa's greedy policy reaches the goal in 16/20 seeds (seed 1 fails) and Expected Sarsa in 0/20;
+    # at 500 Q-learning, Sarsa and Expected Sarsa do in 20/20 (README table; `--episodes 100` = the notes' run).
+    "Maze4x4-v0": {"alpha": 0.1, "gamma": 0.9, "epsilon": 0.1, "lam": 0.9, "episodes": 500},
     # The only reward is +1 at the goal: discount so shorter paths are worth more; decay ε to read a clean policy.
     "FrozenLake-v1": {"alpha": 0.1, "gamma": 0.99, "epsilon": 1.0, "epsilon_decay": 0.995, "epsilon_min": 0.05,
                       "episodes": 2000},
