@@ -22,8 +22,8 @@ demo: setup ## train DQN on CartPole-v1 until solved (mean greedy return >= 475)
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup lint ## lint + the whole test suite (~10 min on 2 cores)
-	$(BIN)/python -m pytest
+test: setup lint ## lint + the whole test suite, one worker per core (pytest-xdist; ~15 min on 2 cores)
+	$(BIN)/python -m pytest -n auto
 
 bench-dqn: setup ## DQN benchmarks (~1 h on 2 cores): writes benchmarks/results/<suite>/
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite dqn-cartpole --suite dqn-variants \

@@ -521,11 +521,16 @@ def fit(run: rl_utils.Run, model: nn.Module, optimizer: torch.optim.Optimizer, t
     with interrupt.installed():
         while progress.epoch < epochs and progress.step < total_steps:
             bar = _progress_bar(len(train_loader), train_loader.position, f"epoch {progress.epoch + 1}")
+            plain = rl_utils.PlainProgress(bar)
 
             def on_step(p: Progress, loss: float) -> None:
                 bar.update(1)
                 if p.step % 10 == 0:
                     bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                if plain.due():  # no terminal: a plain line now and then
+                    done = train_loader.position or len(train_loader)  # the position wraps to 0 at the epoch's end
+                    print(f"progress: epoch {p.epoch + 1} batch {done}/{len(train_loader)} | step {p.step} | "
+                          f"loss {loss:.3f} | {run.elapsed:.0f}s", flush=True)
 
             train = train_epoch(model, train_loader, optimizer, loss_fn, scheduler, grad_clip, amp, progress,
                                 should_stop=lambda: stop_requested() or progress.step >= total_steps,

@@ -21,6 +21,7 @@ import ast
 import csv
 import dataclasses
 import difflib
+import errno
 import inspect
 import json
 import math
@@ -53,12 +54,25 @@ class UsageError(Exception):
     """A problem with the user's input (flag, env id, file). Printed as one line by :func:`run_main`."""
 
 
+# A write that fails for one of these reasons is the machine's state, not a bug: one line, not a traceback.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
 def run_main(main: Callable[[], Any]) -> None:
-    """Call ``main()``; turn a :class:`UsageError` into ``error: <message>`` on stderr and exit code 2."""
+    """Call ``main()``; turn a :class:`UsageError` into ``error: <message>`` on stderr and exit code 2, and so a
+    full disk or a read-only folder met while writing (checkpoints are written atomically, so the last one that
+    was written stays whole)."""
     try:
         main()
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        if err.errno not in DISK_ERRNOS:
+            raise
+        where = f" while writing {err.filename}" if err.filename else ""
+        print(f"error: {os.strerror(err.errno)}{where}; free space or fix permissions, then --resume from the last "
+              "checkpoint", file=sys.stderr)
         sys.exit(2)
 
 
@@ -152,6 +166,20 @@ def check_limits(args: Any) -> None:
             raise UsageError(f"{flag} must be >= {low:g}, got {value:g}")
         if high is not None and value > high:
             raise UsageError(f"{flag} must be <= {high:g}, got {value:g}")
+
+
+def parse_int_list(text: str, flag: str, low: int | None = None) -> list[int]:
+    """``"64,64"`` -> [64, 64] for a comma-separated flag; a one-line :class:`UsageError` naming ``flag`` for
+    anything else (not integers, empty, or a value below ``low``)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise UsageError(f"{flag} needs at least one value, got {text!r}")
+    if low is not None and min(values) < low:
+        raise UsageError(f"{flag} values must be >= {low}, got {text!r}")
+    return values
 
 
 def parse_args(
@@ -561,6 +589,15 @@ class EvalResult(NamedTuple):
         if not math.isnan(self.success_rate):
             out[f"{prefix}/success_rate"] = self.success_rate
         return out
+
+
+# Evaluation seeds. Training envs use seed, seed + 1, ... . Every periodic evaluation plays the same episodes
+# (seed + EVAL_SEED_OFFSET + i), so the eval curve compares policies on equal terms. best.pt is *chosen* on those
+# episodes, so its score there is optimistic (the best of many noisy draws); the held-out evaluation scores best.pt
+# once, at the end, on episodes that no evaluation used (seed + HELDOUT_SEED_OFFSET + i). The final policy is not
+# selected, so its score on the eval episodes (``final_eval_return``) is already unbiased.
+EVAL_SEED_OFFSET = 100_000
+HELDOUT_SEED_OFFSET = 200_000
 
 
 def evaluate(
@@ -1169,6 +1206,21 @@ METRICS_FIELDS = ("step", "tag", "value", "wall_time")
 PLAIN_PROGRESS_SECONDS = float(os.environ.get("DLRL_PROGRESS_SECONDS", "30"))
 
 
+class PlainProgress:
+    """For a tqdm bar that shows nothing (``disable=None`` and stderr is not a terminal: a log file, CI, nohup):
+    :meth:`due` is True once every ``PLAIN_PROGRESS_SECONDS``, when the caller prints a plain progress line, so
+    long work is never silent. On a terminal the bar itself shows progress and :meth:`due` is always False."""
+
+    def __init__(self, bar: Any):
+        self.bar, self._next = bar, time.time() + PLAIN_PROGRESS_SECONDS
+
+    def due(self) -> bool:
+        if not self.bar.disable or time.time() < self._next:
+            return False
+        self._next = time.time() + PLAIN_PROGRESS_SECONDS
+        return True
+
+
 class Run:
     """A run folder and everything written into it: ``config.json``, TensorBoard events, ``metrics.csv`` (long
     format: step, tag, value, wall_time), ``summary.json``, a progress bar, and checkpoints in ``ckpt/``.
@@ -1199,7 +1251,7 @@ class Run:
         except OSError as err:
             raise UsageError(f"cannot write the run folder {self.run_dir}: {err.strerror or err}") from None
         config = {**dataclasses.asdict(args), "algo": algo}
-        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        write_text_atomic(self.run_dir / "config.json", json.dumps(config, indent=2, default=str))
         self.csv_path = self.run_dir / "metrics.csv"
         if not start_step:  # a fresh run reusing a folder (same --run-name) must not inherit the old curves
             for stale in [self.csv_path, *self.run_dir.glob("events.out.tfevents.*")]:
@@ -1255,7 +1307,8 @@ class Run:
             return
         with open(self.csv_path, newline="") as f:
             rows = list(csv.reader(f))
-        keep = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
+        # a row cut short (the disk filled up mid-write) is dropped with the rows after the checkpoint
+        keep = [rows[0]] + [r for r in rows[1:] if len(r) == len(METRICS_FIELDS) and int(r[0]) <= step]
         with open(self.csv_path, "w", newline="") as f:
             csv.writer(f).writerows(keep)
 
@@ -1284,7 +1337,7 @@ class Run:
         # disable=None turns the bar off when stderr is not a terminal (a log file, CI, nohup): then
         # update_progress prints a plain line every PLAIN_PROGRESS_SECONDS instead, so long work is never silent.
         self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=None)
-        self._progress_total, self._next_plain = total, time.time() + PLAIN_PROGRESS_SECONDS
+        self._progress_total, self._plain = total, PlainProgress(self.bar)
         return self.bar
 
     def update_progress(self, n: int, step: int, sps: float) -> None:
@@ -1293,8 +1346,7 @@ class Run:
             return
         recent = np.mean(self.recent_returns) if self.recent_returns else float("nan")
         if self.bar.disable:
-            if time.time() >= self._next_plain:
-                self._next_plain = time.time() + PLAIN_PROGRESS_SECONDS
+            if self._plain.due():
                 total = self._progress_total
                 print(f"progress: step {step:,}/{total:,} ({100 * step / max(total, 1):.0f}%) | {sps:,.0f} steps/s | "
                       f"recent return {recent:.1f} | {self.elapsed:.0f}s", flush=True)
@@ -1305,9 +1357,7 @@ class Run:
     def write_summary(self, **summary: Any) -> Path:
         """``summary.json``: the run's headline numbers (every RL script writes at least ``final_eval_return``,
         ``env_steps`` and ``wall_time_s``, which ``benchmarks/run.py`` reads)."""
-        path = self.run_dir / "summary.json"
-        path.write_text(json.dumps(summary, indent=2, default=float))
-        return path
+        return write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
 
     def flush(self) -> None:
         self._csv_file.flush()
@@ -1370,8 +1420,28 @@ def save_checkpoint(path: str | Path, **state: Any) -> Path:
                for k, v in state.items()}
     payload["rng"] = rng_state()
     tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
+    try:
+        with open(tmp, "wb") as f:  # a Python file object: a full disk raises OSError(ENOSPC), not a C++ enforce
+            torch.save(payload, f)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write checkpoint {path}: {err.strerror or err} (the previous {path.name}, if any, "
+                         "is kept whole)") from None
     os.replace(tmp, path)  # never leave a half-written checkpoint behind
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old file or the new one,
+    never half of one (a full disk leaves the old file and no temporary behind)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
     return path
 
 

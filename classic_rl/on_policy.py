@@ -20,10 +20,6 @@ from classic_rl.policies import ActorCritic, acting, greedy_policy, parse_hidden
 # Sampling-time argument checks of torch.distributions cost ~30% of the acting phase; our inputs are valid.
 torch.distributions.Distribution.set_default_validate_args(False)
 
-# Evaluation episodes use seeds far from the training envs' (seed, seed+1, ...) so they are never the same.
-EVAL_SEED_OFFSET = 100_000
-
-
 @dataclass
 class PolicyArgs(rl_utils.CommonArgs):
     """Flags of every MLP actor-critic script."""
@@ -60,6 +56,7 @@ class Progress:
     iteration: int = 0
     next_eval: int = 0
     best_eval: float = -math.inf
+    best_eval_step: int = -1
     last_eval: float = math.nan
     last_eval_step: int = -1
 
@@ -89,15 +86,31 @@ def build_agent(args: PolicyArgs, envs: gym.vector.VectorEnv, device: torch.devi
 
 
 def evaluate_agent(args: PolicyArgs, agent: ActorCritic, envs: gym.vector.VectorEnv, device: torch.device,
-                   video_dir: Path, prefix: str = "eval") -> rl_utils.EvalResult:
+                   video_dir: Path, prefix: str = "eval",
+                   seed_offset: int = rl_utils.EVAL_SEED_OFFSET) -> rl_utils.EvalResult:
     """Deterministic policy (argmax / Gaussian mean) on fresh envs, with the training envs' observation
-    statistics, frozen."""
+    statistics, frozen. ``seed_offset``: the eval episodes (default) or the held-out ones (see rl_utils)."""
     env_fn = lambda i: rl_utils.make_env(  # noqa: E731
         args.env_id, i, unit_actions=True, training=False, capture_video=args.capture_video, video_dir=video_dir,
         video_prefix=prefix)
     return rl_utils.evaluate(env_fn, greedy_policy(agent, device), args.eval_episodes,
-                             seed=args.seed + EVAL_SEED_OFFSET,
+                             seed=args.seed + seed_offset,
                              obs_norm=rl_utils.find_wrapper(envs, rl_utils.NormalizeObservation))
+
+
+def restore_for_eval(cls: type[PolicyArgs], ckpt: rl_utils.Checkpoint, algo: str, make_agent: Any = None,
+                     device: torch.device | None = None, **overrides: Any
+                     ) -> tuple[PolicyArgs, ActorCritic, gym.vector.VectorEnv, torch.device]:
+    """A checkpoint's (args, agent, envs, device), ready to evaluate: its saved arguments (``overrides`` on top),
+    its weights and its observation statistics. ``make_agent(args, envs, device)``, when given, builds the agent
+    in place of :func:`build_agent`; without ``device`` the saved args choose it (and seed everything)."""
+    saved = cls(**{**ckpt.args, "num_envs": 1, **overrides})
+    device = device if device is not None else rl_utils.setup(saved)
+    envs = make_envs(saved)
+    agent = make_agent(saved, envs, device) if make_agent else build_agent(saved, envs, device, algo)
+    rl_utils.load_state_into(agent, ckpt["agent"])
+    rl_utils.set_env_state(envs, {"sub_envs": None, "wrappers": ckpt["envs"]["wrappers"]})  # statistics only
+    return saved, agent, envs, device
 
 
 def eval_only(cls: type[PolicyArgs], args: PolicyArgs, algo: str, make_agent: Any = None) -> None:
@@ -106,13 +119,8 @@ def eval_only(cls: type[PolicyArgs], args: PolicyArgs, algo: str, make_agent: An
     if not args.checkpoint:
         raise rl_utils.UsageError("--eval-only needs --checkpoint PATH")
     ckpt = rl_utils.open_checkpoint(args.checkpoint, cls)
-    saved = cls(**{**ckpt.args, "capture_video": args.capture_video, "eval_episodes": args.eval_episodes,
-                   "num_envs": 1})
-    device = rl_utils.setup(saved)
-    envs = make_envs(saved)
-    agent = make_agent(saved, envs, device) if make_agent else build_agent(saved, envs, device, algo)
-    rl_utils.load_state_into(agent, ckpt["agent"])
-    rl_utils.set_env_state(envs, {"sub_envs": None, "wrappers": ckpt["envs"]["wrappers"]})  # statistics only
+    saved, agent, envs, device = restore_for_eval(cls, ckpt, algo, make_agent, capture_video=args.capture_video,
+                                                  eval_episodes=args.eval_episodes)
     result = evaluate_agent(saved, agent, envs, device, ckpt.run_dir / "videos")
     if args.capture_video:
         print(f"videos: {ckpt.run_dir / 'videos'}")
@@ -147,9 +155,9 @@ class Evaluator:
     ``eval/*`` and prints one line per evaluation."""
 
     def __init__(self, args: PolicyArgs, agent: ActorCritic, envs: gym.vector.VectorEnv, device: torch.device,
-                 run: rl_utils.Run, progress: Progress, save: Any):
+                 run: rl_utils.Run, progress: Progress, save: Any, make_agent: Any = None):
         self.args, self.agent, self.envs, self.device = args, agent, envs, device
-        self.run, self.progress, self.save = run, progress, save
+        self.run, self.progress, self.save, self.make_agent = run, progress, save, make_agent
 
     def __call__(self) -> float:
         progress, step = self.progress, self.progress.global_step
@@ -159,10 +167,23 @@ class Evaluator:
         progress.last_eval_step = step
         self.run.log_dict(result.log_dict(), step)
         if mean >= progress.best_eval:
-            progress.best_eval = mean
+            progress.best_eval, progress.best_eval_step = mean, step
             self.save("best")
         print(f"step {step:>8d} | eval return {mean:8.1f} ± {result.returns.std():6.1f} | {self.run.elapsed:6.0f}s",
               flush=True)
+        return mean
+
+    def heldout_best(self, algo: str) -> float:
+        """``ckpt/best.pt`` scored on held-out episodes (see ``rl_utils.HELDOUT_SEED_OFFSET``): its eval score
+        chose it, so only fresh episodes say what it is worth. Logged as ``eval/best_heldout_return``."""
+        ckpt = rl_utils.open_checkpoint(self.run.ckpt_dir / "best.pt", type(self.args))
+        saved, agent, envs, device = restore_for_eval(type(self.args), ckpt, algo, self.make_agent, self.device,
+                                                      capture_video=False)
+        result = evaluate_agent(saved, agent, envs, device, self.run.run_dir, seed_offset=rl_utils.HELDOUT_SEED_OFFSET)
+        envs.close()
+        mean = float(result.returns.mean())
+        self.run.log("eval/best_heldout_return", mean, self.progress.global_step)
+        print(f"best.pt (step {ckpt.step}) on held-out episodes: {mean:.1f} ± {result.returns.std():.1f}", flush=True)
         return mean
 
     def due(self) -> bool:
@@ -179,11 +200,13 @@ class Evaluator:
         step = progress.global_step
         if progress.last_eval_step != step:
             self()  # the headline number always comes from an evaluation of the final policy
+        heldout = self.heldout_best(algo)
         run.flush()  # the plot reads metrics.csv
         rl_utils.plot_curves([run.run_dir], run.run_dir / "learning_curve.png",
                              tags=("charts/episodic_return", "eval/return"), title=f"{algo} on {args.env_id}")
         run.write_summary(
-            final_eval_return=progress.last_eval, best_eval_return=progress.best_eval, env_steps=step,
+            final_eval_return=progress.last_eval, best_eval_return=progress.best_eval,
+            best_eval_step=progress.best_eval_step, best_heldout_return=heldout, env_steps=step,
             wall_time_s=round(run.elapsed, 1), sps=round(step / max(run.elapsed, 1e-9), 1), algo=algo.lower(),
             env_id=args.env_id, seed=args.seed,
         )
@@ -222,7 +245,7 @@ class Session:
                 print("note: these envs cannot be saved mid-episode: the resumed run starts fresh episodes")
         self.run = rl_utils.Run(args, algo.lower(), resume=ckpt)
         self.evaluate = Evaluator(args, self.agent, self.envs, self.device, self.run, self.progress,
-                                  self.checkpoint)
+                                  self.checkpoint, make_agent)
 
     def checkpoint(self, name: str) -> Path:
         return self.run.save(name, self.progress.global_step, agent=self.agent, optimizer=self.optimizer,

@@ -34,15 +34,9 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 def parse_hidden(text: str) -> tuple[int, ...]:
     """``"64,64"`` -> (64, 64); a one-line error for anything else (validated once, at the edge)."""
-    from rl_utils import UsageError
+    from rl_utils import parse_int_list
 
-    try:
-        sizes = tuple(int(h) for h in text.split(",") if h.strip())
-    except ValueError:
-        raise UsageError(f"--hidden-sizes must be comma-separated integers, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise UsageError(f"--hidden-sizes needs at least one layer of size >= 1, got {text!r}")
-    return sizes
+    return tuple(parse_int_list(text, "--hidden-sizes", low=1))
 
 
 def layer_init(layer: nn.Linear, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:

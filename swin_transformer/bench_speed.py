@@ -28,6 +28,8 @@ from swin_transformer.model import CONFIGS, SwinTransformer, get_config, timm_to
 class Args:
     """Images/s of forward + backward + optimiser step: ours (written-out and SDPA attention) vs timm."""
 
+    LIMITS = {"batch_size": (1, None), "repeats": (1, None), "warmup": (0, None)}
+
     config: str = "mnist"
     """one of our configs (mnist, cifar, micro, tiny, small, base, large)"""
     batch_size: int = 64
@@ -58,8 +60,6 @@ def main() -> None:
     args = rl_utils.parse_args(Args)
     if args.config not in CONFIGS:
         raise rl_utils.UsageError(f"unknown config {args.config!r}; choose one of: {', '.join(CONFIGS)}")
-    if min(args.batch_size, args.repeats) < 1 or args.warmup < 0:
-        raise rl_utils.UsageError("--batch-size and --repeats must be >= 1, --warmup >= 0")
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
     torch.manual_seed(args.seed)

@@ -34,6 +34,8 @@ from swin_transformer.model import (  # noqa: E402
 class Args:
     """Draw the shifted-window mask, the relative-position index and the learned relative-position bias."""
 
+    LIMITS = {"size": (1, None), "window": (1, None), "shift": (1, None), "index_window": (1, None)}
+
     size: int = 8
     """side of the feature map for the mask figure (8 = stage 0 of the mnist config)"""
     window: int = 4
@@ -164,12 +166,15 @@ def main() -> None:
     args = rl_utils.parse_args(Args)
     out_dir = Path(args.out_dir) if args.out_dir else (
         Path(args.checkpoint).resolve().parent.parent / "figures" if args.checkpoint else Path("runs/swin_visualize"))
+    ckpt = rl_utils.load_checkpoint(args.checkpoint) if args.checkpoint else None  # a bad path fails before any
+    if ckpt is not None and "swin_config" not in ckpt:                              # figure is written
+        raise rl_utils.UsageError(f"{args.checkpoint} is not a swin_transformer/train.py checkpoint")
+    if args.size % args.window or not args.shift < args.window:
+        raise rl_utils.UsageError(f"need --size divisible by --window and --shift < --window, got {args.size}, "
+                                  f"{args.window}, {args.shift}")
     paths = [plot_shift_mask(args.size, args.window, args.shift, out_dir / "shift_mask.png"),
              plot_relative_index(args.index_window, out_dir / "relative_position_index.png")]
-    if args.checkpoint:
-        ckpt = rl_utils.load_checkpoint(args.checkpoint)
-        if "swin_config" not in ckpt:
-            raise rl_utils.UsageError(f"{args.checkpoint} is not a swin_transformer/train.py checkpoint")
+    if ckpt is not None:
         model = SwinTransformer(config_from_dict(ckpt["swin_config"]))
         model.load_state_dict(ckpt["model"])
         run_dir = Path(args.checkpoint).resolve().parent.parent

@@ -96,14 +96,3 @@ def test_script_smoke(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["notes_setting_reproduced"]["eps-decay"] == pytest.approx(10.11, abs=0.01)
     assert "gaussian/thompson/final_regret_mean" in summary
-
-
-def test_bad_input_one_error_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "classic_rl/bandits/train.py", "--runs-dir", str(tmp_path), "--bandits", "poisson"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "bernoulli" in lines[0]
-    assert not any(tmp_path.iterdir())

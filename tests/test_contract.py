@@ -19,7 +19,8 @@ def test_script_keeps_the_contract(name, tmp_path):
         assert flag in help_text, (script, flag)
     row = run_entry(Entry(name, script, "CartPole-v1", 512, 475, tiny), seed=2, out=tmp_path)
     summary = json.loads((tmp_path / "runs" / f"CartPole-v1__{name}__2" / "summary.json").read_text())
-    for key in ("final_eval_return", "env_steps", "wall_time_s"):
+    ours = () if name.startswith("sb3_") else ("best_heldout_return", "best_eval_step")  # SB3 keeps no best.pt
+    for key in ("final_eval_return", "env_steps", "wall_time_s", *ours):
         assert key in summary, (script, key)
     assert 0 < summary["final_eval_return"] <= 500 and summary["env_steps"] >= 512
     assert row["final_eval_return"] == summary["final_eval_return"] and row["sps"] > 0

@@ -131,7 +131,8 @@ SMOKE_RESIZE = {"alexnet": 67, "nin": 67, "nin_linear": 67, "vgg11": 32, "google
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_smoke_train_every_model(tmp_path, name):
+def test_smoke_train_every_model(tmp_path, name, monkeypatch):
+    monkeypatch.setenv("DLRL_PROGRESS_SECONDS", "0")  # without a terminal: a plain progress line at every batch
     proc = run_script(TRAIN, "--model", name, "--runs-dir", tmp_path, "--train-subset", 48, "--test-subset", 32,
                       "--epochs", 1, "--max-batches", 2, "--batch-size", 16, "--width", 0.125,
                       "--resize", SMOKE_RESIZE.get(name, 28), timeout=120)
@@ -147,6 +148,7 @@ def test_smoke_train_every_model(tmp_path, name):
     assert {"train/loss", "train/acc", "test/acc", "charts/images_per_s"} <= tags
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("test acc ") and str(run) in last
+    assert "progress: epoch 1 batch 2/2 | step 2 | loss " in proc.stdout, proc.stdout[-1000:]
 
 
 @pytest.mark.parametrize("flag,value,listed", [("--model", "lenet6", "lenet, lenet_modern, alexnet, vgg11"),

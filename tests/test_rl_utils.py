@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -277,6 +278,46 @@ def test_checkpoint_errors_are_one_line(tmp_path):
     path = rl_utils.save_checkpoint(tmp_path / "ok.pt", net=net, step=3)
     loaded = rl_utils.load_checkpoint(path)
     assert loaded["step"] == 3 and torch.equal(loaded["net"]["weight"], net.weight.detach())
+
+
+needs_dev_full = pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+
+
+@needs_dev_full
+def test_a_full_disk_keeps_the_last_checkpoint_whole_and_leaves_no_temporary(tmp_path):
+    """/dev/full fails every write with ENOSPC, as a full disk does: the write of the new checkpoint goes there."""
+    net = torch.nn.Linear(2, 2)
+    path = rl_utils.save_checkpoint(tmp_path / "latest.pt", net=net, step=1)
+    (tmp_path / "latest.tmp").symlink_to("/dev/full")  # where save_checkpoint writes before its rename
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    with pytest.raises(rl_utils.UsageError, match="No space left on device.*previous latest.pt"):
+        rl_utils.save_checkpoint(path, net=net, step=2)
+    assert rl_utils.load_checkpoint(path)["step"] == 1 and not (tmp_path / "latest.tmp").is_symlink()
+    (tmp_path / "summary.json.tmp").symlink_to("/dev/full")
+    (tmp_path / "summary.json").write_text("old")
+    with pytest.raises(OSError, match="No space"):
+        rl_utils.write_text_atomic(tmp_path / "summary.json", "new" * 10_000)
+    assert (tmp_path / "summary.json").read_text() == "old" and not (tmp_path / "summary.json.tmp").is_symlink()
+
+
+@needs_dev_full
+def test_a_full_disk_anywhere_else_is_one_error_line(capsys):
+    def main():
+        with open("/dev/full", "w") as f:
+            f.write("x" * 100_000)
+            f.flush()
+
+    with pytest.raises(SystemExit) as exit_info:
+        rl_utils.run_main(main)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: No space left on device")
+
+    def bug():
+        raise FileNotFoundError(2, "a bug, not the machine")
+
+    with pytest.raises(FileNotFoundError):  # other OSErrors are not swallowed
+        rl_utils.run_main(bug)
 
 
 def test_moving_average_and_schedule():

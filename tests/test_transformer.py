@@ -326,8 +326,11 @@ def test_copy_reverse_and_tokenizers(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # Scripts, as a user runs them
 # ---------------------------------------------------------------------------------------------------------------
-def test_train_then_translate_smoke_and_same_seed_same_run(tmp_path):
+def test_train_then_translate_smoke_and_same_seed_same_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLRL_PROGRESS_SECONDS", "0")  # without a terminal: a plain progress line at every step
     proc = run_script(TRAIN, "--runs-dir", tmp_path, *TINY)
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("date: preparing the data") and "progress: step 12/" in proc.stdout, proc.stdout[:800]
     run = only_run_dir(tmp_path)
     assert run.name.startswith("date__transformer__1__")
     for name in ("config.json", "metrics.csv", "learning_curve.png", "summary.json", "ckpt/latest.pt", "ckpt/best.pt"):

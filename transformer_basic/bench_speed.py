@@ -41,6 +41,10 @@ from transformer_basic.model import (  # noqa: E402
 class Args:
     """Training tokens/s: ours (teaching and fast attention) vs nn.Transformer with the same sizes."""
 
+    LIMITS = {"batch_size": (1, None), "src_len": (1, None), "tgt_len": (1, None), "vocab": (4, None),
+              "d_model": (1, None), "n_heads": (1, None), "n_layers": (1, None), "d_ff": (1, None),
+              "dropout": (0, 1), "steps": (1, None), "warmup_steps": (0, None), "rounds": (1, None)}
+
     batch_size: int = 64
     """sentence pairs per step"""
     src_len: int = 32
@@ -107,9 +111,6 @@ def random_batch(args: Args, device: torch.device, gen: torch.Generator) -> tupl
 
 def main() -> None:
     args = rl_utils.parse_args(Args)
-    for name in ("batch_size", "src_len", "tgt_len", "steps", "rounds", "d_model", "n_layers"):
-        if getattr(args, name) <= 0:
-            raise rl_utils.UsageError(f"--{name.replace('_', '-')} must be positive")
     if args.d_model % args.n_heads:
         raise rl_utils.UsageError(f"--d-model {args.d_model} must be divisible by --n-heads {args.n_heads}")
     rl_utils.set_seed(args.seed)

@@ -269,6 +269,7 @@ def main() -> None:
     device = rl_utils.setup(args)
 
     # ---- data: text pairs -> tokenizer trained on the training split only (or the checkpoint's) -> id sequences
+    print(f"{args.task}: preparing the data and the tokenizer ...", flush=True)
     dcfg = data_config(args)
     train_pairs, valid_pairs, test_pairs = load_pairs(dcfg)
     tok = tokenizer_from_state(ckpt["tokenizer"]) if ckpt is not None else \
@@ -328,6 +329,7 @@ def main() -> None:
     interrupt = rl_utils.GracefulInterrupt()
     bar = tqdm(total=args.max_steps, initial=progress.step, unit="step", leave=False, dynamic_ncols=True,
                disable=None)
+    plain = rl_utils.PlainProgress(bar)  # no terminal, no bar: a plain line now and then
     stream_iter = iter(stream)
     model.train()
     with interrupt.installed():
@@ -352,6 +354,9 @@ def main() -> None:
             progress.step += 1
             step = progress.step
             bar.update(1)
+            if plain.due():
+                print(f"progress: step {step:,}/{args.max_steps:,} | loss {loss.item():.3f} | "
+                      f"train {progress.train_time:.0f}s", flush=True)
             if step % 50 == 0 or step == 1:
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
                 run.log_dict({"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],

@@ -28,6 +28,8 @@ from vit.model import CONFIGS, VisionTransformer, get_config  # noqa: E402
 class Args:
     """Images/s of our ViT vs timm's VisionTransformer of the same config (forward + backward + optimiser step)."""
 
+    LIMITS = {"repeats": (1, None), "steps": (1, None), "warmup": (0, None)}
+
     configs: str = "vit_micro_patch4_28,vit_micro_patch7_28,vit_tiny_patch16_224"
     """comma-separated named configs (vit/model.py)"""
     batch_sizes: str = "128,128,16"
@@ -79,7 +81,7 @@ def main() -> None:
     for name in names:
         if name not in CONFIGS:
             raise rl_utils.UsageError(f"unknown ViT config {name!r}; choose from: {', '.join(CONFIGS)}")
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    sizes = rl_utils.parse_int_list(args.batch_sizes, "--batch-sizes", low=1)
     if len(sizes) == 1:
         sizes *= len(names)
     if len(sizes) != len(names):

@@ -38,6 +38,10 @@ LABELS = {"eps-greedy": "ε-greedy", "eps-decay": "ε = 1/t", "ucb": "UCB", "tho
 class Args:
     """Multi-armed bandits: cumulative regret of ε-greedy, ε=1/t, UCB and Thompson sampling over many seeds."""
 
+    # --arms >= 2: a bandit needs a choice
+    LIMITS = {"arms": (2, None), "steps": (1, None), "seeds": (1, None), "epsilon": (0, 1), "ucb_coef": (0, None),
+              "gaussian_sigma": (0, None), "log_every": (1, None)}
+
     bandits: str = "bernoulli,gaussian"
     """comma-separated bandit kinds: bernoulli (arm k pays 1 w.p. p_k ~ U[0,1)) and/or gaussian
     (rewards N(q_k, σ²), q_k ~ N(0,1))"""
@@ -80,12 +84,6 @@ def check_args(args: Args) -> tuple[list[str], list[str]]:
     bad = [s for s in solvers if s not in SOLVERS]
     if bad or not solvers:
         raise rl_utils.UsageError(f"--solvers must list some of {', '.join(SOLVERS)}, got {args.solvers!r}")
-    if args.arms < 2:
-        raise rl_utils.UsageError(f"--arms must be >= 2 (a bandit needs a choice), got {args.arms}")
-    if args.steps < 1 or args.seeds < 1:
-        raise rl_utils.UsageError(f"--steps and --seeds must be >= 1, got {args.steps} and {args.seeds}")
-    if not 0.0 <= args.epsilon <= 1.0:
-        raise rl_utils.UsageError(f"--epsilon must be in [0, 1], got {args.epsilon}")
     return kinds, solvers
 
 

@@ -182,29 +182,36 @@ class Progress:
     global_step: int = 0
     iteration: int = 0
     best_eval: float = -math.inf
+    best_eval_step: int = -1
     last_eval: float = math.nan
+
+
+def evaluate_checkpoint(path: Path, device: torch.device | None = None, seed_offset: int = rl_utils.EVAL_SEED_OFFSET,
+                        **overrides: object) -> tuple[rl_utils.EvalResult, rl_utils.Checkpoint]:
+    """Greedy evaluation of a saved Q-network on the eval episodes (default) or the held-out ones (see
+    ``rl_utils.HELDOUT_SEED_OFFSET``). ``overrides`` replace saved arguments (--capture-video, --eval-episodes);
+    without ``device`` the saved arguments choose it (and seed everything)."""
+    ckpt = rl_utils.open_checkpoint(path, Args)
+    saved = Args(**{**ckpt.args, **overrides})
+    device = device if device is not None else rl_utils.setup(saved)
+    envs = rl_utils.make_vec_env(saved.env_id, 1, saved.seed, discrete_actions=saved.discrete_actions)
+    q_net, _ = build(saved, envs, device)
+    envs.close()
+    rl_utils.load_state_into(q_net, ckpt["q_net"])
+    result = rl_utils.evaluate(eval_env_fn(saved, ckpt.run_dir / "videos"), greedy_policy(q_net, device),
+                               saved.eval_episodes, seed=saved.seed + seed_offset)
+    return result, ckpt
 
 
 def eval_only(args: Args) -> None:
     if not args.checkpoint:
         raise rl_utils.UsageError("--eval-only needs --checkpoint PATH")
-    ckpt = rl_utils.open_checkpoint(args.checkpoint, Args)
-    saved = Args(**{**ckpt.args, "capture_video": args.capture_video, "eval_episodes": args.eval_episodes})
-    device = rl_utils.setup(saved)
-    envs = rl_utils.make_vec_env(saved.env_id, 1, saved.seed, discrete_actions=saved.discrete_actions)
-    q_net, _ = build(saved, envs, device)
-    rl_utils.load_state_into(q_net, ckpt["q_net"])
-    video_dir = ckpt.run_dir / "videos"
-    result = rl_utils.evaluate(eval_env_fn(saved, video_dir), greedy_policy(q_net, device),
-                               saved.eval_episodes, seed=saved.seed + EVAL_SEED_OFFSET)
+    result, ckpt = evaluate_checkpoint(args.checkpoint, capture_video=args.capture_video,
+                                       eval_episodes=args.eval_episodes)
     if args.capture_video:
-        print(f"videos: {video_dir}")
+        print(f"videos: {ckpt.run_dir / 'videos'}")
     print(f"eval return {result.returns.mean():.1f} ± {result.returns.std():.1f} over {len(result.returns)} "
-          f"episodes ({saved.env_id}, checkpoint step {ckpt.step})")
-
-
-# Evaluation episodes use seeds far from the training envs' (seed, seed+1, ...) so they are never the same.
-EVAL_SEED_OFFSET = 100_000
+          f"episodes ({ckpt.args['env_id']}, checkpoint step {ckpt.step})")
 
 
 def main() -> None:
@@ -247,12 +254,12 @@ def main() -> None:
 
     def run_eval(step: int) -> float:
         eval_envs = eval_env_fn(args, logger.run_dir / "videos", video_prefix=f"step{step}")
-        result = rl_utils.evaluate(eval_envs, act, args.eval_episodes, seed=args.seed + EVAL_SEED_OFFSET)
+        result = rl_utils.evaluate(eval_envs, act, args.eval_episodes, seed=args.seed + rl_utils.EVAL_SEED_OFFSET)
         mean = float(result.returns.mean())
         logger.log_dict(result.log_dict(), step)
         progress.last_eval = mean
         if mean >= progress.best_eval:
-            progress.best_eval = mean
+            progress.best_eval, progress.best_eval_step = mean, step
             checkpoint("best")
         print(f"step {step:>8d} | eval return {mean:8.1f} ± {result.returns.std():6.1f} | {logger.elapsed:6.0f}s")
         return mean
@@ -318,11 +325,18 @@ def main() -> None:
     if not (args.eval_every and step % args.eval_every < args.num_envs):
         run_eval(step)  # the headline number always comes from an evaluation of the final network
     final = progress.last_eval
+    # best.pt was chosen on the eval episodes, so score it on held-out ones (see rl_utils.HELDOUT_SEED_OFFSET)
+    heldout, best = evaluate_checkpoint(logger.ckpt_dir / "best.pt", device, rl_utils.HELDOUT_SEED_OFFSET,
+                                        capture_video=False)
+    heldout_mean = float(heldout.returns.mean())
+    logger.log("eval/best_heldout_return", heldout_mean, step)
+    print(f"best.pt (step {best.step}) on held-out episodes: {heldout_mean:.1f} ± {heldout.returns.std():.1f}")
     logger.flush()  # the plot reads metrics.csv: the final evaluation must be on disk first
     rl_utils.plot_curves([logger.run_dir], logger.run_dir / "learning_curve.png",
                          tags=("charts/episodic_return", "eval/return"), title=f"{algo_name(args)} on {args.env_id}")
     logger.write_summary(
-        final_eval_return=final, best_eval_return=progress.best_eval, env_steps=step,
+        final_eval_return=final, best_eval_return=progress.best_eval, best_eval_step=progress.best_eval_step,
+        best_heldout_return=heldout_mean, env_steps=step,
         wall_time_s=round(logger.elapsed, 1), sps=round(step / max(logger.elapsed, 1e-9), 1),
         algo=algo_name(args), env_id=args.env_id, seed=args.seed,
     )

@@ -30,6 +30,8 @@ from classic_rl.dynamic_programming.plots import plot_value_policy  # noqa: E402
 class Args:
     """Solve a known finite MDP (a gymnasium toy-text env) with policy iteration and value iteration."""
 
+    LIMITS = {"gamma": (0, 1)}
+
     env_id: str = "CliffWalking-v1"
     """gymnasium env with discrete spaces and env.unwrapped.P: CliffWalking-v1, FrozenLake-v1, FrozenLake8x8-v1,
     Maze4x4-v0, Taxi-v4"""
@@ -67,12 +69,18 @@ def make_model(args: Args) -> dp.TabularModel:
     return dp.model_from_env(env, args.env_id)
 
 
-def solve(args: Args, logger: rl_utils.Run | None = None) -> dict:
-    """Run the requested algorithms; return the summary dict (also written to the run folder if ``logger``)."""
-    if not 0.0 <= args.gamma <= 1.0 or args.theta <= 0:
-        raise rl_utils.UsageError(f"need 0 <= --gamma <= 1 and --theta > 0, got {args.gamma} and {args.theta}")
+def check_args(args: Args) -> None:
+    """What LIMITS cannot say (a strict bound, a choice), checked before anything is written."""
+    rl_utils.check_limits(args)
+    if args.theta <= 0:
+        raise rl_utils.UsageError(f"--theta must be > 0, got {args.theta}")
     if args.algo not in (*ALGOS, "both"):
         raise rl_utils.UsageError(f"--algo must be policy-iteration, value-iteration or both, got {args.algo!r}")
+
+
+def solve(args: Args, logger: rl_utils.Run | None = None) -> dict:
+    """Run the requested algorithms; return the summary dict (also written to the run folder if ``logger``)."""
+    check_args(args)
     model = make_model(args)
     algos = list(ALGOS) if args.algo == "both" else [args.algo]
     summary: dict = {"env_id": args.env_id, "gamma": args.gamma, "theta": args.theta,
@@ -124,7 +132,8 @@ def solve(args: Args, logger: rl_utils.Run | None = None) -> dict:
 
 def main() -> None:
     args = rl_utils.parse_args(Args)
-    make_model(args)  # validate the env before creating a run folder
+    check_args(args)
+    make_model(args)  # validate the flags and the env before creating a run folder
     algo = "dp" if args.algo == "both" else args.algo
     logger = rl_utils.Run(args, algo)
     s = solve(args, logger)

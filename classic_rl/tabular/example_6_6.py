@@ -32,6 +32,9 @@ LABELS = {"sarsa": "Sarsa", "q-learning": "Q-learning", "expected-sarsa": "Expec
 class Args:
     """Reproduce Sutton & Barto's Example 6.6 on gymnasium's CliffWalking-v1."""
 
+    LIMITS = {"runs": (1, None), "episodes": (1, None), "alpha": (0, 1), "epsilon": (0, 1), "gamma": (0, 1),
+              "smooth": (1, None)}
+
     algos: str = "sarsa,q-learning,expected-sarsa"
     """comma-separated algorithms to compare"""
     runs: int = 50
@@ -113,8 +116,6 @@ def main() -> None:
     bad = [a for a in algos if a not in ALGOS]
     if bad or not algos:
         raise rl_utils.UsageError(f"--algos must list some of {', '.join(ALGOS)}, got {args.algos!r}")
-    if args.runs < 1 or args.episodes < 1:
-        raise rl_utils.UsageError(f"--runs and --episodes must be >= 1, got {args.runs} and {args.episodes}")
     env = make_tabular_env(args.env_id)
     n_s, n_a = int(env.observation_space.n), int(env.action_space.n)
     logger = rl_utils.Run(args, "example-6.6")  # runs/{env_id}__example-6.6__{seed}__{time} or --run-name

@@ -36,6 +36,8 @@ SETTINGS = (
 class Args:
     """Greedy-policy success rate of every TD control method over many seeds."""
 
+    LIMITS = {"seeds": (1, None), "lam": (0, 1)}
+
     seeds: int = 20
     """seeds per (setting, method)"""
     seed: int = 1
@@ -56,8 +58,8 @@ def label(algo: str, trace: str) -> str:
 
 def main() -> None:
     args = rl_utils.parse_args(Args)
-    if args.seeds < 1 or args.episodes_scale <= 0:
-        raise rl_utils.UsageError("--seeds must be >= 1 and --episodes-scale > 0")
+    if args.episodes_scale <= 0:
+        raise rl_utils.UsageError(f"--episodes-scale must be > 0, got {args.episodes_scale:g}")
     logger = rl_utils.Run(args, "success-rates", task="maze+frozenlake")
     summary: dict = {"seeds": args.seeds}
     print("| setting | " + " | ".join(label(*m) for m in METHODS) + " |")

@@ -30,6 +30,10 @@ from classic_rl.tabular.training import evaluate_greedy, make_tabular_env, train
 class Args:
     """Learn a Q-table with one-step or λ-return TD control and an ε-greedy behaviour policy."""
 
+    LIMITS = {"episodes": (1, None), "alpha": (0, 1), "gamma": (0, 1), "lam": (0, 1), "epsilon": (0, 1),
+              "epsilon_decay": (0, 1), "epsilon_min": (0, 1), "max_episode_steps": (0, None),
+              "eval_episodes": (1, None)}
+
     env_id: str = "CliffWalking-v1"
     """discrete gymnasium env: CliffWalking-v1, FrozenLake-v1, FrozenLake8x8-v1, Maze4x4-v0, Taxi-v4, ..."""
     is_slippery: str = "auto"
@@ -89,10 +93,8 @@ def check_args(args: Args) -> None:
         raise rl_utils.UsageError(f"--algo must be one of {', '.join(ALGOS)}, got {args.algo!r}")
     if args.trace not in TRACES:
         raise rl_utils.UsageError(f"--trace must be accumulating or replacing, got {args.trace!r}")
-    if args.episodes < 1 or not 0 < args.alpha <= 1 or not 0 <= args.gamma <= 1 or not 0 <= args.lam <= 1:
-        raise rl_utils.UsageError("need --episodes >= 1, 0 < --alpha <= 1, 0 <= --gamma <= 1 and 0 <= --lam <= 1")
-    if not 0 <= args.epsilon <= 1:
-        raise rl_utils.UsageError(f"--epsilon must be in [0, 1], got {args.epsilon}")
+    if args.alpha == 0:  # the ranges are checked by parse_args (LIMITS); a step size of 0 never learns
+        raise rl_utils.UsageError("--alpha must be > 0, got 0")
 
 
 def plot_learning_curve(returns: np.ndarray, title: str, out: Path) -> None:
