@@ -31,13 +31,14 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import statistics
 import struct
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -586,6 +587,25 @@ def materialize(model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
         model(torch.zeros(1, *input_shape))
     model.train(was_training)
     return model
+
+
+class SpeedRatio(NamedTuple):
+    """How much faster ours ran than a reference, from interleaved timings: the median, lowest and highest ratio."""
+
+    median: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f}x (range {self.low:.2f}-{self.high:.2f}x)"
+
+
+def speed_ratio(ours: Sequence[float], theirs: Sequence[float]) -> SpeedRatio:
+    """Speed of ours relative to theirs from seconds for the same work, timed in interleaved repetitions:
+    ``theirs[i] / ours[i]`` pairs the two runs of repetition ``i``, which saw the same load of a shared machine, so
+    the spread of these ratios says how far the machine moves the answer (a ratio of medians hides that)."""
+    ratios = [t / o for o, t in zip(ours, theirs, strict=True)]
+    return SpeedRatio(statistics.median(ratios), min(ratios), max(ratios))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -34,20 +34,29 @@ PPO = "classic_rl/ppo/train.py"
 A2C = "classic_rl/a2c/train.py"
 REINFORCE = "classic_rl/reinforce/train.py"
 AC = "classic_rl/actor_critic/train.py"
+SAC = "classic_rl/sac/train.py"
+TD3 = "classic_rl/td3/train.py"
+DDPG = "classic_rl/ddpg/train.py"
 SB3 = "benchmarks/sb3_baseline.py"
 # Side-by-side comparisons evaluate both sides at the same points (every 2,048 steps, 10 greedy episodes).
 SAME_EVAL = ("--eval-every", "2048")
 
 
 # Every RL train.py, with flags that make a run tiny (seconds): the contract test (tests/test_contract.py) runs
-# each through run_entry below, so every script keeps --help, summary.json and this harness working.
+# each through run_entry below (on CartPole-v1, or CONTINUOUS_ENV for Box-only scripts), so every script keeps
+# --help, summary.json and this harness working.
 TINY = ("--eval-every", "0", "--eval-episodes", "2")
+CONTINUOUS_ENV = "Pendulum-v1"
+BOX_ONLY = {"sac", "td3", "ddpg"}
 RL_SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dqn": (DQN, ("--learning-starts", "100", "--train-frequency", "4", "--gradient-steps", "1", *TINY)),
     "ppo": (PPO, ("--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1", *TINY)),
     "a2c": (A2C, ("--num-envs", "2", *TINY)),
     "reinforce": (REINFORCE, ("--num-envs", "2", *TINY)),
     "actor_critic": (AC, ("--num-envs", "2", *TINY)),
+    "sac": (SAC, ("--learning-starts", "256", "--batch-size", "32", "--hidden-sizes", "32,32", *TINY)),
+    "td3": (TD3, ("--learning-starts", "256", "--batch-size", "32", "--hidden-sizes", "32,32", *TINY)),
+    "ddpg": (DDPG, ("--learning-starts", "256", "--batch-size", "32", "--hidden-sizes", "32,32", *TINY)),
     "sb3_ppo": (SB3, ("--algo", "ppo", "--eval-every", "256", "--eval-episodes", "2")),
 }
 
@@ -94,6 +103,10 @@ SUITES: dict[str, list[Entry]] = {
               ("--dueling", "--learning-rate", "1e-3", "--hidden-sizes", "256,256")),
         Entry("per", DQN, "CartPole-v1", 50_000, 475, ("--per", "--hidden-sizes", "256,256")),
         Entry("3-step", DQN, "CartPole-v1", 50_000, 475, ("--n-step", "3", "--hidden-sizes", "256,256")),
+    ],
+    "dqn-mountaincar": [
+        Entry("dqn", DQN, "MountainCar-v0", 120_000, -110),
+        Entry("dueling+per", DQN, "MountainCar-v0", 120_000, -110, ("--dueling", "--per")),
     ],
     "dqn-lunarlander": [
         Entry("double+dueling", DQN, "LunarLander-v3", 300_000, 200, ("--double", "--dueling")),

@@ -287,3 +287,12 @@ def test_offline_datasets_split_and_loader():
     assert not torch.equal(batches[0][1], second[0][1])
     replay = dl_utils.ImageLoader(data.train_x[:100], data.train_y[:100], 32, shuffle=True, resize=32, seed=3)
     assert torch.equal(next(iter(replay))[0], batches[0][0])
+
+
+def test_speed_ratio_pairs_interleaved_repetitions():
+    # repetition 2 ran on a loaded machine (both sides slow): paired, it still reads 2x; a ratio of medians of
+    # unpaired timings would mix repetitions
+    ratio = dl_utils.speed_ratio(ours=[1.0, 1.0, 3.0], theirs=[2.0, 1.5, 6.0])
+    assert (ratio.median, ratio.low, ratio.high) == (2.0, 1.5, 2.0) and str(ratio) == "2.00x (range 1.50-2.00x)"
+    with pytest.raises(ValueError):
+        dl_utils.speed_ratio([1.0], [1.0, 2.0])

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+import dl_utils  # noqa: E402
 import rl_utils  # noqa: E402
 from vit.model import CONFIGS, VisionTransformer, get_config  # noqa: E402
 
@@ -108,21 +109,21 @@ def main() -> None:
             for k in order:
                 times[k].append(time_steps(models[k], opts[k], x, y, args.steps, device))
         ips = {k: batch * args.steps / statistics.median(v) for k, v in times.items()}
+        ratio = dl_utils.speed_ratio(times["ours"], times["timm"])  # paired by repetition
         row = dict(config=name, batch=batch, params=sum(p.numel() for p in ours.parameters()),
                    ours_img_s=round(ips["ours"], 1), timm_img_s=round(ips["timm"], 1),
-                   ratio=round(ips["ours"] / ips["timm"], 3))
+                   ratio=round(ratio.median, 3), ratio_low=round(ratio.low, 3), ratio_high=round(ratio.high, 3))
         rows.append(row)
         print(f"{name:<24s} batch {batch:4d} | ours {ips['ours']:8.1f} img/s | timm {ips['timm']:8.1f} img/s | "
-              f"ours/timm {row['ratio']:.3f}", flush=True)
+              f"ours/timm {ratio}", flush=True)
     meta = dict(device=str(device), torch_threads=args.torch_threads, torch=torch.__version__,
                 attention="written-out" if args.written_out else "sdpa", repeats=args.repeats, steps=args.steps)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    ratios = [r["ratio"] for r in rows]
-    print(f"ours/timm training images/s: {', '.join(f'{r:.2f}x' for r in ratios)} "
-          f"(median of {args.repeats} interleaved repeats, {device}, {args.torch_threads} thread(s), "
-          f"{meta['attention']} attention)")
+    ratios = [f"{r['ratio']:.2f}x ({r['ratio_low']:.2f}-{r['ratio_high']:.2f})" for r in rows]
+    print(f"ours/timm training images/s: {', '.join(ratios)} (median and range of {args.repeats} interleaved "
+          f"repeats, {device}, {args.torch_threads} thread(s), {meta['attention']} attention)")
 
 
 if __name__ == "__main__":
