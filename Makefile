@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 1 2 3
 
-.PHONY: setup demo test lint bench bench-pg bench-ppo-mujoco bench-dqn bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
+.PHONY: setup demo test lint bench bench-pg bench-offpolicy bench-ppo-mujoco bench-dqn bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,12 +27,15 @@ test: setup lint ## lint + the whole test suite, one worker per core (pytest-xdi
 
 bench-dqn: setup ## DQN benchmarks (~1 h on 2 cores): writes benchmarks/results/<suite>/
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite dqn-cartpole --suite dqn-variants \
-		--suite dqn-pendulum --suite dqn-lunarlander
+		--suite dqn-pendulum --suite dqn-lunarlander --suite dqn-mountaincar
 
 bench-pg: setup ## REINFORCE, Actor-Critic, A2C, PPO (+ SB3 side by side) on CartPole, Pendulum, LunarLander (~1.5 h)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite ppo-cartpole --suite a2c-cartpole
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite pg-cartpole --suite ppo-pendulum --suite ppo-lunarlander
 	$(BIN)/python benchmarks/acting_speed.py --env-id CartPole-v1 --num-envs 8
+
+bench-offpolicy: setup ## DDPG, TD3, SAC (+ SB3's SAC) on Pendulum-v1, 20k steps x 3 seeds
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite offpolicy-pendulum
 
 bench-ppo-mujoco: setup ## PPO on Hopper-v5, 1M steps x 3 seeds (~1 h per seed on 2 CPU cores)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite ppo-hopper
@@ -75,7 +78,7 @@ bench-vit: setup ## ViT: MNIST-5000 from scratch, digits, fine-tuning demo, roll
 		--out vit/figures/rollout_chelsea_untrained.png
 	$(BIN)/python vit/bench_speed.py --out vit/figures/bench_speed.json
 
-bench: bench-fundamentals bench-dqn bench-pg bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
+bench: bench-fundamentals bench-dqn bench-pg bench-offpolicy bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
 
 clean: ## remove runs, caches and build leftovers (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis *.egg-info

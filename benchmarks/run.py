@@ -108,6 +108,13 @@ SUITES: dict[str, list[Entry]] = {
         Entry("dqn", DQN, "MountainCar-v0", 120_000, -110),
         Entry("dueling+per", DQN, "MountainCar-v0", 120_000, -110, ("--dueling", "--per")),
     ],
+    "offpolicy-pendulum": [
+        Entry("ddpg", DDPG, "Pendulum-v1", 20_000, -200),
+        Entry("td3", TD3, "Pendulum-v1", 20_000, -200),
+        Entry("sac", SAC, "Pendulum-v1", 20_000, -200),
+        Entry("sb3_sac (RL Zoo)", SB3, "Pendulum-v1", 20_000, -200, ("--algo", "sac", "--eval-every", "2000"),
+              baseline=True),
+    ],
     "dqn-lunarlander": [
         Entry("double+dueling", DQN, "LunarLander-v3", 300_000, 200, ("--double", "--dueling")),
     ],

@@ -40,6 +40,13 @@ ZOO: dict[str, dict[str, dict]] = {
         "LunarLander-v3": dict(n_envs=16, n_steps=1024, batch_size=64, gae_lambda=0.98, gamma=0.999, n_epochs=4,
                                ent_coef=0.01),
     },
+    # sac.yml / td3.yml for Pendulum-v1: TD3 collects a whole episode, then does as many gradient steps
+    "sac": {"Pendulum-v1": dict(learning_rate=1e-3)},
+    "td3": {
+        "Pendulum-v1": dict(gamma=0.98, buffer_size=200_000, learning_starts=10_000, noise_std=0.1,
+                            gradient_steps=-1, train_freq=(1, "episode"), learning_rate=1e-3,
+                            policy_kwargs=dict(net_arch=[400, 300])),
+    },
     "a2c": {
         "CartPole-v1": dict(n_envs=8, ent_coef=0.0),
         "LunarLander-v3": dict(n_envs=8, gamma=0.995, n_steps=5, learning_rate="lin_0.00083", ent_coef=1e-5),
@@ -52,7 +59,7 @@ class Args(rl_utils.CommonArgs):
     """SB3 with RL Zoo hyperparameters, evaluated and logged like the playground's scripts."""
 
     algo: str = "dqn"
-    """dqn, ppo or a2c"""
+    """dqn, ppo, a2c, sac or td3"""
 
 
 def zoo_kwargs(algo: str, env_id: str) -> tuple[int, dict]:
@@ -82,7 +89,12 @@ def main() -> None:
     algo = f"sb3_{args.algo}"
     logger = rl_utils.Run(args, algo)
     env = make_vec_env(args.env_id, n_envs=n_envs, seed=args.seed)
-    model_cls = {"dqn": sb3.DQN, "ppo": sb3.PPO, "a2c": sb3.A2C}[args.algo]
+    model_cls = {"dqn": sb3.DQN, "ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3}[args.algo]
+    if "noise_std" in kwargs:  # the Zoo's noise_type: normal
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        dim = env.action_space.shape[-1]
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(dim), kwargs.pop("noise_std") * np.ones(dim))
     model = model_cls("MlpPolicy", env, seed=args.seed, device="cpu", verbose=0, **kwargs)
     eval_envs = lambda i: rl_utils.make_env(args.env_id, i, training=False)  # noqa: E731
 
@@ -102,7 +114,8 @@ def main() -> None:
                 if "episode" in info:
                     logger.log_episodes([(info["episode"]["r"], info["episode"]["l"])], step)
             if step % args.eval_every < n_envs:
-                result = rl_utils.evaluate(eval_envs, act, args.eval_episodes, seed=args.seed + 100_000)
+                result = rl_utils.evaluate(eval_envs, act, args.eval_episodes,
+                                           seed=args.seed + rl_utils.EVAL_SEED_OFFSET)
                 self.last = float(result.returns.mean())
                 self.best = max(self.best, self.last)
                 logger.log_dict(result.log_dict(), step)

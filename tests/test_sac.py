@@ -134,3 +134,15 @@ def test_resume_continues_exactly(tmp_path):
     for key in ("agent", "q", "q_target"):
         for name in a[key]:
             torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_sac_learns_pendulum_quickly(tmp_path):
+    """One learning test for the off-policy family: SAC (64-64 nets, 6k steps, ~1 min) goes from random
+    (about −1400) to better than −500 (measured here: −201.0 at 6k steps, seed 1)."""
+    run_script(TRAIN, "--runs-dir", tmp_path, "--hidden-sizes", "64,64", "--total-timesteps", "6000",
+               "--eval-every", "1000", timeout=400)
+    run = only_run_dir(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    _, first, _ = rl_utils.read_metrics(run, "eval/return")
+    assert first[0] < -1000 and summary["final_eval_return"] > -500, (first, summary)
