@@ -9,7 +9,7 @@ Loading a trained policy for rollouts (datasets, HER, D4PG): :func:`load_policy`
 
 from __future__ import annotations
 
-import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,16 +157,23 @@ class Session:
             self.checkpoint("latest")
         return False
 
-    def end(self, interrupted: bool) -> None:
-        """Save ``latest.pt``; then either the resume hint (Ctrl-C) or the final evaluation, plot and summary."""
-        latest = self.checkpoint("latest")
-        if interrupted:
-            self.run.close()
-            print(f"interrupted at step {self.progress.global_step}; resume with: python {sys.argv[0]} "
-                  f"--resume {latest}")
-        else:
-            self.evaluate.finish(self.algo)
-        self.envs.close()
+    def start_progress(self) -> None:
+        """The progress bar (or plain lines without a terminal) and the SPS clock, from the current step."""
+        self.run.progress(self.args.total_timesteps, self.progress.global_step)
+        self._sps_t0, self._sps_step0 = time.time(), self.progress.global_step
+
+    def log_update(self, stats: dict[str, torch.Tensor], every: int) -> None:
+        """Every ``every`` env steps: the update's losses (``losses/*``; the only ``.item()`` syncs of the loop),
+        ``charts/SPS`` and the progress bar."""
+        step = self.progress.global_step
+        if step % every >= self.args.num_envs:
+            return
+        sps = (step - self._sps_step0) / max(time.time() - self._sps_t0, 1e-9)
+        self.run.log_dict({f"losses/{k}": float(v) for k, v in stats.items()}, step)
+        self.run.log("charts/SPS", sps, step)
+        self.run.update_progress(step - self.run.bar.n, step, sps)
+
+    end = on_policy.Session.end  # save latest.pt, then the resume hint (Ctrl-C) or the final evaluation + summary
 
 
 def load_policy(path: str | Path, cls: type[OffPolicyArgs], make_actor: Callable[..., nn.Module],

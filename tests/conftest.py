@@ -28,3 +28,19 @@ def only_run_dir(runs_dir: Path) -> Path:
 @pytest.fixture
 def script_runner():
     return run_script
+
+
+def resume_matches_straight_run(script: str, tmp_path: Path, flags: tuple, at: int) -> tuple[dict, dict]:
+    """Run ``script`` straight with ``--checkpoint-every at``; copy its folder, delete the copy's latest.pt and
+    ``--resume`` the copy from ``step_<at>.pt``. Returns both final checkpoints (straight, resumed) to compare."""
+    import shutil
+
+    import torch
+
+    run_script(script, "--runs-dir", tmp_path / "straight", "--run-name", "x", *flags, "--checkpoint-every", at)
+    straight, resumed = tmp_path / "straight" / "x", tmp_path / "resumed" / "x"
+    resumed.parent.mkdir()
+    shutil.copytree(straight, resumed)
+    (resumed / "ckpt" / "latest.pt").unlink()
+    run_script(script, "--resume", resumed / "ckpt" / f"step_{at}.pt")
+    return tuple(torch.load(d / "ckpt" / "latest.pt", weights_only=False) for d in (straight, resumed))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 
 import gymnasium as gym
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 import rl_utils
 from classic_rl import off_policy
 from classic_rl.sac.train import Args, actor_loss, alpha_loss, build_actor, build_learner, critic_loss, update
-from tests.conftest import only_run_dir, run_script
+from tests.conftest import only_run_dir, resume_matches_straight_run, run_script
 
 TRAIN = "classic_rl/sac/train.py"
 TINY = ("--total-timesteps", "600", "--learning-starts", "300", "--batch-size", "32", "--hidden-sizes", "32,32",
@@ -121,16 +120,7 @@ def test_smoke_run_eval_only_and_the_loadable_policy(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path):
-    run_script(TRAIN, "--runs-dir", tmp_path / "straight", "--run-name", "x", *TINY, "--checkpoint-every", "450",
-               "--save-buffer")
-    straight = tmp_path / "straight" / "x"
-    resumed = tmp_path / "resumed" / "x"
-    resumed.parent.mkdir()
-    shutil.copytree(straight, resumed)
-    (resumed / "ckpt" / "latest.pt").unlink()
-    run_script(TRAIN, "--resume", resumed / "ckpt" / "step_450.pt")
-    a = torch.load(straight / "ckpt" / "latest.pt", weights_only=False)
-    b = torch.load(resumed / "ckpt" / "latest.pt", weights_only=False)
+    a, b = resume_matches_straight_run(TRAIN, tmp_path, (*TINY, "--save-buffer"), at=450)
     for key in ("agent", "q", "q_target"):
         for name in a[key]:
             torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0)

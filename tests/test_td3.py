@@ -4,7 +4,6 @@ smoothing noise, the delayed actor and target updates, DDPG's defaults, OU noise
 from __future__ import annotations
 
 import copy
-import shutil
 
 import numpy as np
 import torch
@@ -12,7 +11,7 @@ import torch
 import rl_utils
 from classic_rl.ddpg.train import Args as DDPGArgs
 from classic_rl.td3.train import Args, OUNoise, build_actor, build_learner, critic_loss, update
-from tests.conftest import run_script
+from tests.conftest import resume_matches_straight_run
 
 TRAIN = "classic_rl/td3/train.py"
 TINY = ("--total-timesteps", "600", "--learning-starts", "300", "--batch-size", "32", "--hidden-sizes", "32,32",
@@ -90,15 +89,7 @@ def test_ou_noise_is_correlated_mean_reverting_and_resets():
 
 
 def test_resume_continues_exactly_with_ou_noise(tmp_path):
-    flags = (*TINY, "--exploration-noise", "ou", "--checkpoint-every", "450", "--save-buffer")
-    run_script(TRAIN, "--runs-dir", tmp_path / "straight", "--run-name", "x", *flags)
-    straight, resumed = tmp_path / "straight" / "x", tmp_path / "resumed" / "x"
-    resumed.parent.mkdir()
-    shutil.copytree(straight, resumed)
-    (resumed / "ckpt" / "latest.pt").unlink()
-    run_script(TRAIN, "--resume", resumed / "ckpt" / "step_450.pt")
-    a = torch.load(straight / "ckpt" / "latest.pt", weights_only=False)
-    b = torch.load(resumed / "ckpt" / "latest.pt", weights_only=False)
+    a, b = resume_matches_straight_run(TRAIN, tmp_path, (*TINY, "--exploration-noise", "ou", "--save-buffer"), at=450)
     for key in ("agent", "q", "q_target", "actor_target"):
         for name in a[key]:
             torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0)

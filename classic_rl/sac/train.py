@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,10 +141,9 @@ def main() -> None:
     if args.eval_only:
         return on_policy.eval_only(Args, args, "SAC", make_agent=build_actor)
     s = off_policy.Session(args, ckpt, "SAC", build_actor, build_learner)
-    actor, progress, run = s.actor, s.progress, s.run
+    actor, progress = s.actor, s.progress
     target_entropy = -args.target_entropy_scale * float(s.envs.single_action_space.shape[0])
-    run.progress(args.total_timesteps, progress.global_step)
-    sps_t0, sps_step0 = time.time(), progress.global_step
+    s.start_progress()
     interrupt = rl_utils.GracefulInterrupt()
     with interrupt.installed():
         while progress.global_step < args.total_timesteps and not interrupt.requested:
@@ -161,11 +159,7 @@ def main() -> None:
             if step > args.learning_starts:
                 for _ in range(args.num_envs):  # one gradient step per env step (update-to-data ratio 1)
                     stats = update(args, actor, s.learner, s.buffer.sample(args.batch_size), target_entropy)
-            if step % args.log_every < args.num_envs:
-                sps = (step - sps_step0) / max(time.time() - sps_t0, 1e-9)
-                run.log_dict({f"losses/{k}": float(v) for k, v in stats.items()}, step)  # .item() syncs only here
-                run.log("charts/SPS", sps, step)
-                run.update_progress(step - run.bar.n, step, sps)
+            s.log_update(stats, args.log_every)
             if s.after_step():
                 break
     s.end(interrupt.requested)

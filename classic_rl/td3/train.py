@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,13 +162,12 @@ def main(cls: type[Args] = Args, presets: dict | None = None) -> None:
     if args.exploration_noise not in ("gaussian", "ou"):
         raise rl_utils.UsageError(f"--exploration-noise must be gaussian or ou, got {args.exploration_noise!r}")
     s = off_policy.Session(args, ckpt, algo, build_actor, build_learner)
-    actor, progress, run = s.actor, s.progress, s.run
+    actor, progress = s.actor, s.progress
     ou = OUNoise((args.num_envs, *s.envs.single_action_space.shape), args.ou_theta, args.noise_std, s.rng)
     if ckpt is not None and "ou_noise" in ckpt.state:
         ou.load_state_dict(ckpt["ou_noise"])
     s.extra_state["ou_noise"] = ou
-    run.progress(args.total_timesteps, progress.global_step)
-    sps_t0, sps_step0 = time.time(), progress.global_step
+    s.start_progress()
     interrupt = rl_utils.GracefulInterrupt()
     with interrupt.installed():
         while progress.global_step < args.total_timesteps and not interrupt.requested:
@@ -189,11 +187,7 @@ def main(cls: type[Args] = Args, presets: dict | None = None) -> None:
                     progress_updates = s.count_update()
                     stats = update(args, actor, s.learner, s.buffer.sample(args.batch_size),
                                    update_actor=progress_updates % args.policy_delay == 0)
-            if step % args.log_every < args.num_envs:
-                sps = (step - sps_step0) / max(time.time() - sps_t0, 1e-9)
-                run.log_dict({f"losses/{k}": float(v) for k, v in stats.items()}, step)  # .item() syncs only here
-                run.log("charts/SPS", sps, step)
-                run.update_progress(step - run.bar.n, step, sps)
+            s.log_update(stats, args.log_every)
             if s.after_step():
                 break
     s.end(interrupt.requested)
