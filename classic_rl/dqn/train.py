@@ -97,11 +97,12 @@ PRESETS: dict[str, dict[str, object]] = {
     ),
     # RL Zoo's dqn.yml for MountainCar-v0. The reward is -1 per step until the flag: only exploration that
     # happens to reach it ever sees a different return, so ε decays slowly (20% of the run) and stays at 0.07;
-    # γ 0.98 keeps the -1/step values bounded (~-50) so the first successes stand out quickly.
+    # γ 0.98 keeps the -1/step values bounded (~-50) so the first successes stand out quickly. A constant lr as the
+    # Zoo's: with our default linear decay to 0, seed 1 ended at -120.2 (best -118.2), without it at -110.2.
     "MountainCar-v0": dict(
         total_timesteps=120_000, learning_rate=4e-3, batch_size=128, buffer_size=10_000, learning_starts=1_000,
         gamma=0.98, target_network_frequency=600, train_frequency=16, gradient_steps=8, exploration_fraction=0.2,
-        end_e=0.07, eval_every=10_000, hidden_sizes="256,256",
+        end_e=0.07, eval_every=10_000, hidden_sizes="256,256", anneal_lr=False,
     ),
     "Pendulum-v1": dict(
         total_timesteps=20_000, learning_rate=1e-3, gamma=0.98, batch_size=128, buffer_size=20_000,
