@@ -11,7 +11,7 @@ import torch
 import rl_utils
 from classic_rl.ddpg.train import Args as DDPGArgs
 from classic_rl.td3.train import Args, OUNoise, build_actor, build_learner, critic_loss, update
-from tests.conftest import resume_matches_straight_run
+from tests.conftest import only_run_dir, resume_matches_straight_run, run_script
 
 TRAIN = "classic_rl/td3/train.py"
 TINY = ("--total-timesteps", "600", "--learning-starts", "300", "--batch-size", "32", "--hidden-sizes", "32,32",
@@ -94,3 +94,33 @@ def test_resume_continues_exactly_with_ou_noise(tmp_path):
         for name in a[key]:
             torch.testing.assert_close(a[key][name], b[key][name], rtol=0, atol=0)
     assert np.array_equal(a["ou_noise"]["state"], b["ou_noise"]["state"])
+
+
+def test_the_loop_updates_the_actor_every_policy_delay_critic_steps(tmp_path):
+    """The wiring in main(), not just update(): with --log-every 1 every update is logged, and the actor's loss
+    appears only on the updates that also moved the actor (every 2nd with TD3's delay, every one with DDPG's)."""
+    for script, per_actor in ((TRAIN, 2), ("classic_rl/ddpg/train.py", 1)):
+        run_script(script, "--runs-dir", tmp_path / script.split("/")[1], *TINY, "--log-every", "1")
+        rows = (only_run_dir(tmp_path / script.split("/")[1]) / "metrics.csv").read_text().splitlines()
+        critic = sum(",losses/qf_loss," in r for r in rows)
+        actor = sum(",losses/actor_loss," in r for r in rows)
+        assert critic == 300 and actor == critic // per_actor, (script, critic, actor)  # steps 301-600 learn
+
+
+def test_the_buffer_gets_truncation_not_termination_and_the_real_final_observation(tmp_path):
+    """Pendulum never terminates; its 200-step time limit truncates. The off-policy Session must store that as
+    truncated (so the target bootstraps) with the real last observation, not the next episode's first."""
+    from classic_rl import off_policy
+
+    args = Args(runs_dir=str(tmp_path), run_name="x", hidden_sizes="8,8", learning_starts=10_000)
+    s = off_policy.Session(args, None, "TD3", build_actor, build_learner)
+    last_obs = None
+    for _ in range(200):
+        last_obs = s.obs.copy()
+        s.step_envs(s.random_actions())
+    b = s.buffer
+    assert not b.terminated[:200].any() and b.truncated[:200, 0].tolist() == [False] * 199 + [True]
+    assert np.array_equal(b.obs[199, 0], last_obs[0])
+    assert not np.allclose(b.next_obs[199, 0], s.obs[0])  # the real final observation, not the reset one
+    s.run.close()
+    s.envs.close()
