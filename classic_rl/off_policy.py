@@ -190,8 +190,9 @@ def load_policy(path: str | Path, cls: type[OffPolicyArgs], make_actor: Callable
     actor.eval()
     rl_utils.set_env_state(envs, {"sub_envs": None, "wrappers": ckpt["envs"]["wrappers"]})
     norm = rl_utils.find_wrapper(envs, rl_utils.NormalizeObservation)
-    space = gym.make(saved.env_id).action_space  # the env's own bounds
-    low, high = space.low.astype(np.float32), space.high.astype(np.float32)
+    raw = gym.make(saved.env_id)
+    low, high = raw.action_space.low.astype(np.float32), raw.action_space.high.astype(np.float32)  # env's bounds
+    raw.close()
     envs.close()
 
     @torch.no_grad()
