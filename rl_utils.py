@@ -70,9 +70,10 @@ def run_main(main: Callable[[], Any]) -> None:
     except OSError as err:
         if err.errno not in DISK_ERRNOS:
             raise
-        where = f" while writing {err.filename}" if err.filename else ""
-        print(f"error: {os.strerror(err.errno)}{where}; free space or fix permissions, then --resume from the last "
-              "checkpoint", file=sys.stderr)
+        where = f": {err.filename}" if err.filename else ""
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        hint = "; free some space, then --resume from the last checkpoint (it was written whole)" if full else ""
+        print(f"error: {os.strerror(err.errno)}{where}{hint}", file=sys.stderr)
         sys.exit(2)
 
 
