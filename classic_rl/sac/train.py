@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
@@ -142,7 +143,7 @@ def main() -> None:
         return on_policy.eval_only(Args, args, "SAC", make_agent=build_actor)
     s = off_policy.Session(args, ckpt, "SAC", build_actor, build_learner)
     actor, progress = s.actor, s.progress
-    target_entropy = -args.target_entropy_scale * float(s.envs.single_action_space.shape[0])
+    target_entropy = -args.target_entropy_scale * float(np.prod(s.envs.single_action_space.shape))  # −|A|
     s.start_progress()
     interrupt = rl_utils.GracefulInterrupt()
     with interrupt.installed():
