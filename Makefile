@@ -34,8 +34,9 @@ bench-pg: setup ## REINFORCE, Actor-Critic, A2C, PPO (+ SB3 side by side) on Car
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite pg-cartpole --suite ppo-pendulum --suite ppo-lunarlander
 	$(BIN)/python benchmarks/acting_speed.py --env-id CartPole-v1 --num-envs 8
 
-bench-offpolicy: setup ## DDPG, TD3, SAC (+ SB3's SAC) on Pendulum-v1, 20k steps x 3 seeds
+bench-offpolicy: setup ## DDPG, TD3, SAC (+ SB3's SAC) on Pendulum-v1, 20k steps; discrete SAC on CartPole (x 3 seeds, ~35 min)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite offpolicy-pendulum
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite sac-discrete-cartpole
 
 bench-ppo-mujoco: setup ## PPO on Hopper-v5, 1M steps x 3 seeds (~1 h per seed on 2 CPU cores)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite ppo-hopper

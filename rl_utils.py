@@ -509,7 +509,8 @@ def find_wrapper(envs: gym.vector.VectorEnv, cls: type) -> Any:
 
 # Which of the playground's algorithms fit which spaces: the hint of :func:`require_space`.
 ALGORITHMS_FOR_SPACE: dict[str, str] = {
-    "Discrete action": "DQN (classic_rl/dqn), REINFORCE, Actor-Critic, A2C, PPO",
+    "Discrete action": "DQN (classic_rl/dqn), discrete SAC (classic_rl/sac_discrete), REINFORCE, Actor-Critic, "
+                       "A2C, PPO",
     "Box action": "REINFORCE, Actor-Critic, A2C, PPO (classic_rl/{reinforce,actor_critic,a2c,ppo}); DQN only with "
                   "--discrete-actions N",
     "Box observation": "every MLP policy",

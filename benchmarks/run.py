@@ -37,6 +37,7 @@ AC = "classic_rl/actor_critic/train.py"
 SAC = "classic_rl/sac/train.py"
 TD3 = "classic_rl/td3/train.py"
 DDPG = "classic_rl/ddpg/train.py"
+SAC_DISCRETE = "classic_rl/sac_discrete/train.py"
 SB3 = "benchmarks/sb3_baseline.py"
 # Side-by-side comparisons evaluate both sides at the same points (every 2,048 steps, 10 greedy episodes).
 SAME_EVAL = ("--eval-every", "2048")
@@ -57,6 +58,8 @@ RL_SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sac": (SAC, ("--learning-starts", "256", "--batch-size", "32", "--hidden-sizes", "32,32", *TINY)),
     "td3": (TD3, ("--learning-starts", "256", "--batch-size", "32", "--hidden-sizes", "32,32", *TINY)),
     "ddpg": (DDPG, ("--learning-starts", "256", "--batch-size", "32", "--hidden-sizes", "32,32", *TINY)),
+    "sac_discrete": (SAC_DISCRETE, ("--learning-starts", "256", "--batch-size", "32", "--hidden-sizes", "32,32",
+                                    *TINY)),
     "sb3_ppo": (SB3, ("--algo", "ppo", "--eval-every", "256", "--eval-episodes", "2")),
 }
 
@@ -114,6 +117,9 @@ SUITES: dict[str, list[Entry]] = {
         Entry("sac", SAC, "Pendulum-v1", 20_000, -200),
         Entry("sb3_sac (RL Zoo)", SB3, "Pendulum-v1", 20_000, -200, ("--algo", "sac", "--eval-every", "2000"),
               baseline=True),
+    ],
+    "sac-discrete-cartpole": [
+        Entry("sac-discrete", SAC_DISCRETE, "CartPole-v1", 50_000, 475),
     ],
     "dqn-lunarlander": [
         Entry("double+dueling", DQN, "LunarLander-v3", 300_000, 200, ("--double", "--dueling")),

@@ -74,7 +74,7 @@ def continuous_spaces(envs: gym.vector.VectorEnv, algo: str, env_id: str) -> tup
     if not isinstance(envs.single_action_space, gym.spaces.Box):
         raise rl_utils.UsageError(
             f"{algo} needs continuous (Box) actions, but {env_id} has {envs.single_action_space}: for discrete "
-            "actions use classic_rl/dqn/train.py (DQN family)")
+            "actions use classic_rl/sac_discrete/train.py (discrete SAC) or classic_rl/dqn/train.py (DQN family)")
     obs_dim = rl_utils.require_vector_obs(envs.single_observation_space, f"{algo} (MLP)")
     return obs_dim, int(np.prod(envs.single_action_space.shape))
 
@@ -93,7 +93,6 @@ class Session:
         self.args, self.algo = args, algo
         self.device = rl_utils.setup(args)
         self.envs = on_policy.make_envs(args)  # Box actions exposed as [-1, 1]
-        continuous_spaces(self.envs, algo, args.env_id)
         self.actor = make_actor(args, self.envs, self.device)
         self.learner = make_learner(args, self.envs, self.device, self.actor)
         self.buffer = rl_utils.ReplayBuffer(args.buffer_size, args.num_envs, self.envs.single_observation_space,
@@ -142,8 +141,12 @@ class Session:
         return self.progress.updates - 1
 
     def random_actions(self) -> np.ndarray:
-        """Uniform actions in [-1, 1]^d for every env (before ``learning_starts``), from the checkpointed RNG."""
-        shape = (self.args.num_envs, *self.envs.single_action_space.shape)
+        """Uniform actions for every env (before ``learning_starts``): in [-1, 1]^d for Box actions, indices for
+        Discrete ones; from the checkpointed RNG."""
+        space = self.envs.single_action_space
+        if isinstance(space, gym.spaces.Discrete):
+            return space.start + self.rng.integers(space.n, size=self.args.num_envs)
+        shape = (self.args.num_envs, *space.shape)
         return self.rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
 
     def after_step(self) -> bool:
@@ -179,8 +182,9 @@ class Session:
 def load_policy(path: str | Path, cls: type[OffPolicyArgs], make_actor: Callable[..., nn.Module],
                 device: str | torch.device = "cpu") -> Callable[[np.ndarray, bool], np.ndarray]:
     """A trained policy from its checkpoint, ready to roll out: ``act(obs, deterministic=True)`` takes raw env
-    observations [B, obs_dim] and returns actions [B, d] *in the env's own Box bounds*: the saved observation
-    statistics are applied (frozen) and the [-1, 1] actions rescaled, exactly as the training run's evaluation."""
+    observations [B, obs_dim] and returns actions [B, d] *in the env's own Box bounds* (action indices [B] for a
+    Discrete env): the saved observation statistics are applied (frozen) and the [-1, 1] actions rescaled, exactly
+    as the training run's evaluation."""
     ckpt = rl_utils.open_checkpoint(path, cls)
     saved = cls(**{**ckpt.args, "num_envs": 1})
     envs = on_policy.make_envs(saved)
@@ -191,7 +195,9 @@ def load_policy(path: str | Path, cls: type[OffPolicyArgs], make_actor: Callable
     rl_utils.set_env_state(envs, {"sub_envs": None, "wrappers": ckpt["envs"]["wrappers"]})
     norm = rl_utils.find_wrapper(envs, rl_utils.NormalizeObservation)
     raw = gym.make(saved.env_id)
-    low, high = raw.action_space.low.astype(np.float32), raw.action_space.high.astype(np.float32)  # env's bounds
+    box = isinstance(raw.action_space, gym.spaces.Box)
+    if box:
+        low, high = raw.action_space.low.astype(np.float32), raw.action_space.high.astype(np.float32)  # env's bounds
     raw.close()
     envs.close()
 
@@ -200,6 +206,8 @@ def load_policy(path: str | Path, cls: type[OffPolicyArgs], make_actor: Callable
         x = norm.normalize(np.asarray(obs, dtype=np.float32)) if norm is not None else np.asarray(obs, np.float32)
         x = torch.as_tensor(x, dtype=torch.float32, device=device)
         unit = actor.deterministic(x) if deterministic else actor.explore(x)
+        if not box:
+            return unit.cpu().numpy()  # action indices
         unit = unit.clamp(-1.0, 1.0).cpu().numpy()
         return low + (unit + 1.0) * 0.5 * (high - low)  # RescaleAction's linear map from [-1, 1]
 

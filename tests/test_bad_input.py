@@ -23,7 +23,7 @@ EXISTING = "existing"  # the run folder every row points at (--runs-dir <tmp>/ru
 RL_TINY = ["--total-timesteps", "64", "--eval-every", "0", "--eval-episodes", "1"]
 RL_SCRIPTS = ["classic_rl/dqn/train.py", "classic_rl/ppo/train.py", "classic_rl/a2c/train.py",
               "classic_rl/reinforce/train.py", "classic_rl/actor_critic/train.py", "classic_rl/sac/train.py",
-              "classic_rl/td3/train.py", "classic_rl/ddpg/train.py"]
+              "classic_rl/td3/train.py", "classic_rl/ddpg/train.py", "classic_rl/sac_discrete/train.py"]
 RL_CASES = [
     (["--total-timesteps", "0"], "--total-timesteps must be >= 1"),
     (["--num-envs", "0"], "--num-envs must be >= 1"),
@@ -51,8 +51,11 @@ CASES = [(s, RL_TINY + argv, msg) for s in RL_SCRIPTS for argv, msg in RL_CASES
     ("classic_rl/dqn/train.py", RL_TINY + ["--discrete-actions", "5"], "discretises Box actions"),
     ("classic_rl/dqn/train.py", RL_TINY + ["--env-id", "Pendulum-v1"], "--discrete-actions"),
     ("classic_rl/ppo/train.py", RL_TINY + ["--resume", "{existing}", "--gamma", "2"], "--gamma must be <= 1"),
-    ("classic_rl/sac/train.py", RL_TINY + ["--env-id", "CartPole-v1"], "for discrete actions use classic_rl/dqn"),
+    ("classic_rl/sac/train.py", RL_TINY + ["--env-id", "CartPole-v1"], "use classic_rl/sac_discrete/train.py"),
     ("classic_rl/sac/train.py", RL_TINY + ["--tau", "1.5"], "--tau must be <= 1"),
+    ("classic_rl/sac_discrete/train.py", RL_TINY + ["--env-id", "Pendulum-v1"], "use classic_rl/sac/train.py"),
+    ("classic_rl/sac_discrete/train.py", RL_TINY + ["--target-entropy-scale", "1.5"],
+     "--target-entropy-scale must be <= 1"),
     ("classic_rl/sac/train.py", RL_TINY + ["--batch-size", "0"], "--batch-size must be >= 1"),
     ("classic_rl/td3/train.py", RL_TINY + ["--exploration-noise", "pink"], "--exploration-noise"),
     ("classic_rl/td3/train.py", RL_TINY + ["--num-critics", "3"], "--num-critics must be <= 2"),
