@@ -100,6 +100,11 @@ def build_learner(args: Args, envs: gym.vector.VectorEnv, device: torch.device,
     """The critics, their target copy, α and the three optimizers: what a checkpoint keeps beside the actor."""
     obs_dim, act_dim = off_policy.continuous_spaces(envs, "SAC", args.env_id)
     q = QEnsemble(obs_dim, act_dim, parse_hidden(args.hidden_sizes), n=2).to(device)
+    return learner_around(args, q, actor, device)
+
+
+def learner_around(args: Args, q: nn.Module, actor: nn.Module, device: torch.device) -> dict[str, object]:
+    """SAC's learner state around critics ``q`` (continuous or discrete): a target copy, α and three optimizers."""
     q_target = copy.deepcopy(q).requires_grad_(False)  # moved only by soft updates, never by gradients
     log_alpha = nn.Parameter(torch.tensor(math.log(args.alpha), device=device), requires_grad=args.autotune)
     temperature = nn.ParameterDict({"log_alpha": log_alpha})  # a module, so the checkpoint helper saves it

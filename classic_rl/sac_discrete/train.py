@@ -13,7 +13,6 @@ rl_utils and classic_rl/off_policy.py, the temperature loss from SAC itself.
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 from dataclasses import dataclass
@@ -21,14 +20,13 @@ from pathlib import Path
 
 import gymnasium as gym
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 import rl_utils  # noqa: E402
 from classic_rl import off_policy, on_policy  # noqa: E402
 from classic_rl.policies import parse_hidden  # noqa: E402
-from classic_rl.sac.train import alpha_loss  # noqa: E402
+from classic_rl.sac.train import alpha_loss, learner_around  # noqa: E402
 from classic_rl.sac_discrete.model import CategoricalActor, DiscreteQEnsemble  # noqa: E402
 
 
@@ -102,17 +100,10 @@ def build_actor(args: Args, envs: gym.vector.VectorEnv, device: torch.device) ->
 
 def build_learner(args: Args, envs: gym.vector.VectorEnv, device: torch.device,
                   actor: CategoricalActor) -> dict[str, object]:
-    """The critics, their target copy, α and the three optimizers: what a checkpoint keeps beside the actor."""
+    """The critics, their target copy, α and the three optimizers (SAC's, around critics over all actions)."""
     obs_dim, n_actions = discrete_spaces(envs, args.env_id)
     q = DiscreteQEnsemble(obs_dim, n_actions, parse_hidden(args.hidden_sizes), n=2).to(device)
-    q_target = copy.deepcopy(q).requires_grad_(False)  # moved only by soft updates, never by gradients
-    log_alpha = nn.Parameter(torch.tensor(math.log(args.alpha), device=device), requires_grad=args.autotune)
-    temperature = nn.ParameterDict({"log_alpha": log_alpha})  # a module, so the checkpoint helper saves it
-    adam = dict(lr=args.learning_rate, fused=device.type in ("cpu", "cuda"))  # fused: one kernel per step
-    return dict(q=q, q_target=q_target, temperature=temperature,
-                actor_optimizer=torch.optim.Adam(actor.parameters(), **adam),
-                q_optimizer=torch.optim.Adam(q.parameters(), **adam),
-                alpha_optimizer=torch.optim.Adam([log_alpha], **adam))
+    return learner_around(args, q, actor, device)
 
 
 def target_entropy(args: Args, n_actions: int) -> float:
