@@ -708,12 +708,15 @@ def _as_space(space: gym.Space | tuple[int, ...]) -> gym.Space:
 
 
 def alloc_for_space(space: gym.Space, lead: tuple[int, ...]) -> Any:
-    """Zeros for ``lead + space.shape`` with the space's dtype; a dict of such arrays for a Dict space."""
+    """Zeros for ``lead + space.shape`` with the space's dtype, floats as float32; a dict of such arrays for a
+    Dict space. MuJoCo envs observe float64: stored as such, a sampled batch would reach float32 networks as
+    float64 (a dtype error) and a 1M-step buffer would take twice the memory."""
     if isinstance(space, gym.spaces.Dict):
         return {key: alloc_for_space(sub, lead) for key, sub in space.spaces.items()}
     if space.shape is None:
         raise UsageError(f"cannot store observations of space {space} (no fixed shape)")
-    return np.zeros((*lead, *space.shape), dtype=space.dtype)
+    dtype = np.float32 if np.issubdtype(space.dtype, np.floating) else space.dtype
+    return np.zeros((*lead, *space.shape), dtype=dtype)
 
 
 def _write(store: Any, idx: Any, value: Any) -> None:

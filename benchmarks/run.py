@@ -118,6 +118,11 @@ SUITES: dict[str, list[Entry]] = {
         Entry("sb3_sac (RL Zoo)", SB3, "Pendulum-v1", 20_000, -200, ("--algo", "sac", "--eval-every", "2000"),
               baseline=True),
     ],
+    "offpolicy-hopper": [
+        # The MuJoCo presets (lr 3e-4, random steps first, an evaluation every 10k); ~30 min per run on one core
+        Entry("td3", TD3, "Hopper-v5", 100_000, 1000),
+        Entry("sac", SAC, "Hopper-v5", 100_000, 1000),
+    ],
     "sac-discrete-cartpole": [
         Entry("sac-discrete", SAC_DISCRETE, "CartPole-v1", 50_000, 475),
     ],

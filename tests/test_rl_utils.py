@@ -171,6 +171,28 @@ def test_buffer_state_dict_roundtrip():
     torch.testing.assert_close(a.weights, b.weights)
 
 
+def test_float64_observations_are_stored_and_served_as_float32():
+    """MuJoCo observes float64; the buffers must hand float32 networks float32 batches (Dict spaces too),
+    while integer and bool fields keep their dtype."""
+    box64 = gym.spaces.Box(-np.inf, np.inf, (3,), dtype=np.float64)
+    dict_space = gym.spaces.Dict({"observation": box64, "step": gym.spaces.Discrete(5)})
+    action64 = gym.spaces.Box(-1, 1, (2,), dtype=np.float64)
+    buf = rl_utils.ReplayBuffer(10, 1, dict_space, action64, seed=0)
+    obs = {"observation": np.full((1, 3), 0.1, dtype=np.float64), "step": np.array([3])}
+    for _ in range(4):
+        buf.add(obs, obs, np.full((1, 2), 0.5), np.ones(1), np.zeros(1, bool), np.zeros(1, bool))
+    batch = buf.sample(4)
+    assert batch.obs["observation"].dtype == batch.next_obs["observation"].dtype == torch.float32
+    assert batch.actions.dtype == torch.float32 and batch.obs["step"].dtype == torch.int64
+    torch.testing.assert_close(batch.obs["observation"], torch.full((4, 3), 0.1))
+    net = torch.nn.Linear(3 + 2, 1)  # what failed before: float64 rows into a float32 layer
+    net(torch.cat([batch.obs["observation"], batch.actions], -1))
+    rollout = rl_utils.RolloutBuffer(2, 1, box64, action64)
+    rollout.add(np.full((1, 3), 0.1), np.zeros((1, 2)), np.zeros(1), np.zeros(1), np.ones(1),
+                np.zeros(1, bool), np.zeros(1, bool))
+    assert rollout.obs.dtype == rollout.actions.dtype == torch.float32
+
+
 # ---------------------------------------------------------------------------------------------------- autoreset
 def test_autoreset_truncation_bootstraps_from_real_final_obs():
     """CartPole cut at 5 steps: the transition that ends by truncation must carry the real last observation
