@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 1 2 3
 
-.PHONY: setup demo test lint bench bench-pg bench-offpolicy bench-ppo-mujoco bench-dqn bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
+.PHONY: setup demo test lint bench bench-pg bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-dqn bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ bench-pg: setup ## REINFORCE, Actor-Critic, A2C, PPO (+ SB3 side by side) on Car
 bench-offpolicy: setup ## DDPG, TD3, SAC (+ SB3's SAC) on Pendulum-v1, 20k steps; discrete SAC on CartPole (x 3 seeds, ~35 min)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite offpolicy-pendulum
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite sac-discrete-cartpole
+	$(BIN)/python benchmarks/update_speed.py | tee benchmarks/results/update_speed.md
+
+bench-offpolicy-mujoco: setup ## TD3 and SAC (then SB3's) on Hopper-v5, 100k steps x 3 seeds (~25 min per seed and suite on 2 cores)
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite offpolicy-hopper
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite offpolicy-hopper-sb3
 
 bench-ppo-mujoco: setup ## PPO on Hopper-v5, 1M steps x 3 seeds (~1 h per seed on 2 CPU cores)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite ppo-hopper
@@ -79,7 +84,7 @@ bench-vit: setup ## ViT: MNIST-5000 from scratch, digits, fine-tuning demo, roll
 		--out vit/figures/rollout_chelsea_untrained.png
 	$(BIN)/python vit/bench_speed.py --out vit/figures/bench_speed.json
 
-bench: bench-fundamentals bench-dqn bench-pg bench-offpolicy bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
+bench: bench-fundamentals bench-dqn bench-pg bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
 
 clean: ## remove runs, caches and build leftovers (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -123,6 +123,13 @@ SUITES: dict[str, list[Entry]] = {
         Entry("td3", TD3, "Hopper-v5", 100_000, 1000),
         Entry("sac", SAC, "Hopper-v5", 100_000, 1000),
     ],
+    "offpolicy-hopper-sb3": [
+        # SB3 with RL Zoo's Hopper settings, the same budget and evaluation: context for the suite above
+        Entry("sb3_td3 (RL Zoo)", SB3, "Hopper-v5", 100_000, 1000, ("--algo", "td3", "--eval-every", "10000"),
+              baseline=True),
+        Entry("sb3_sac (RL Zoo)", SB3, "Hopper-v5", 100_000, 1000, ("--algo", "sac", "--eval-every", "10000"),
+              baseline=True),
+    ],
     "sac-discrete-cartpole": [
         Entry("sac-discrete", SAC_DISCRETE, "CartPole-v1", 50_000, 475),
     ],
@@ -261,10 +268,10 @@ def main() -> None:
                   f"{' '.join(map(str, seeds))}{jobs}` on {machine}, {time.strftime('%Y-%m-%d')}; "
                   f"{(time.time() - t_start) / 60:.0f} min; 5-min load average {load_before:.1f} at the start, "
                   f"{os.getloadavg()[1]:.1f} at the end (the runs themselves add --jobs).\n\n")
-        (out / "results.md").write_text(header + table + "\n")
-        if args.merge:
+        if args.merge:  # the time and load above are this call's, not the merged rows'
             header = header.replace("` on", f"` (seeds {' '.join(map(str, args.seeds))} in this call, merged with "
                                             "earlier rows) on", 1)
+        (out / "results.md").write_text(header + table + "\n")
         plotted = [r for r in rows if (ROOT / r["run_dir"]).is_dir()]  # a merged row's run folder may be gone
         rl_utils.plot_curves([r["run_dir"] for r in plotted], out / "curves.png",
                              labels=[f"{r['label']} {r['env_id']}" for r in plotted], title=f"benchmark {suite}")

@@ -41,11 +41,15 @@ ZOO: dict[str, dict[str, dict]] = {
                                ent_coef=0.01),
     },
     # sac.yml / td3.yml for Pendulum-v1: TD3 collects a whole episode, then does as many gradient steps
-    "sac": {"Pendulum-v1": dict(learning_rate=1e-3)},
+    # sac.yml / td3.yml for Hopper-v3 (used for v5): SB3's defaults (lr 3e-4, batch 256, 1M buffer) after 10k
+    # random steps; TD3 with the Zoo's 400-300 nets
+    "sac": {"Pendulum-v1": dict(learning_rate=1e-3), "Hopper-v5": dict(learning_starts=10_000)},
     "td3": {
         "Pendulum-v1": dict(gamma=0.98, buffer_size=200_000, learning_starts=10_000, noise_std=0.1,
                             gradient_steps=-1, train_freq=(1, "episode"), learning_rate=1e-3,
                             policy_kwargs=dict(net_arch=[400, 300])),
+        "Hopper-v5": dict(learning_starts=10_000, noise_std=0.1, learning_rate=3e-4, batch_size=256,
+                          policy_kwargs=dict(net_arch=[400, 300])),
     },
     "a2c": {
         "CartPole-v1": dict(n_envs=8, ent_coef=0.0),

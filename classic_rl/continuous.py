@@ -53,12 +53,14 @@ class EnsembleMLP(nn.Module):
             self.weights.append(nn.Parameter(torch.empty(n, fan_in, fan_out).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(n, 1, fan_out).uniform_(-bound, bound)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, members: int | None = None) -> torch.Tensor:
+        """``members``: evaluate only the first that many (TD3's actor loss reads Q_1 alone: half the work)."""
+        n = self.n if members is None else members
         if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.n, -1, -1)  # [n, B, in]: every member sees the same batch
+            x = x.unsqueeze(0).expand(n, -1, -1)  # [n, B, in]: every member sees the same batch
         last = len(self.weights) - 1
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(b, x, w)  # [n, B, out_k] = b + x @ w, all members in one call
+            x = torch.baddbmm(b[:n], x, w[:n])  # [n, B, out_k] = b + x @ w, all members in one call
             if k < last:
                 x = torch.relu(x)
         return x
@@ -84,8 +86,9 @@ class QEnsemble(nn.Module):
         super().__init__()
         self.net = EnsembleMLP(n, obs_dim + act_dim, hidden, 1)
 
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([obs, actions], dim=-1)).squeeze(-1)  # [n, B]
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, members: int | None = None) -> torch.Tensor:
+        """Q-values [n, B], or [members, B] of the first ``members`` critics only."""
+        return self.net(torch.cat([obs, actions], dim=-1), members).squeeze(-1)
 
 
 class DeterministicActor(nn.Module):

@@ -33,6 +33,17 @@ def test_q_ensemble_shapes_and_independent_initialisation():
     assert values.shape == (2, 10) and not torch.allclose(values[0], values[1])
 
 
+def test_first_member_only_equals_the_full_ensembles_first_row_and_grads_only_it():
+    torch.manual_seed(0)
+    q = QEnsemble(obs_dim=3, act_dim=2, hidden=(16, 16), n=2)
+    obs, actions = torch.randn(6, 3), torch.rand(6, 2, requires_grad=True)
+    first = q(obs, actions, members=1)
+    assert first.shape == (1, 6)
+    torch.testing.assert_close(first[0], q(obs, actions)[0])
+    first.sum().backward()
+    assert q.net.weights[0].grad[0].abs().max() > 0 and q.net.weights[0].grad[1].abs().max() == 0
+
+
 def test_tanh_gaussian_log_prob_equals_transformed_distribution_summed_over_dims():
     torch.manual_seed(1)
     actor = SquashedGaussianActor(obs_dim=4, act_dim=3, hidden=(32, 32))

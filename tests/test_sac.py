@@ -119,6 +119,13 @@ def test_smoke_run_eval_only_and_the_loadable_policy(tmp_path):
     assert np.mean(returns) == pytest.approx(summary["final_eval_return"], abs=0.05)
 
 
+def test_update_speed_benchmark_runs_both_sides():
+    out = run_script("benchmarks/update_speed.py", "--envs", "Pendulum-v1", "--updates", "3", "--repeats", "1",
+                     "--fill", "256").stdout
+    rows = [line for line in out.splitlines() if line.startswith(("| sac |", "| td3 |"))]
+    assert len(rows) == 2 and all(row.count("x (") == 1 for row in rows), out
+
+
 def test_resume_continues_exactly(tmp_path):
     a, b = resume_matches_straight_run(TRAIN, tmp_path, (*TINY, "--save-buffer"), at=450)
     for key in ("agent", "q", "q_target"):

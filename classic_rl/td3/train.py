@@ -90,8 +90,8 @@ def critic_loss(q: QEnsemble, q_target: QEnsemble, actor_target: DeterministicAc
 def actor_loss(q: QEnsemble, actor: DeterministicActor, obs: torch.Tensor) -> torch.Tensor:
     """The deterministic policy gradient (Silver et al. 2014): ∇_θ J = E_s[∇_a Q_1(s, a)|_{a=μ(s)} ∇_θ μ(s)],
     i.e. minimise −E[Q_1(s, μ(s))] with the gradient flowing through the critic into the actor (the first critic
-    only, as the TD3 paper)."""
-    return -q(obs, actor(obs))[0].mean()
+    only, as the TD3 paper: the other critic is not even evaluated)."""
+    return -q(obs, actor(obs), members=1)[0].mean()
 
 
 def build_actor(args: Args, envs: gym.vector.VectorEnv, device: torch.device) -> DeterministicActor:
