@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 1 2 3
 
-.PHONY: setup demo test lint bench bench-pg bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-dqn bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
+.PHONY: setup demo test lint bench bench-pg bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-dqn bench-c51 bench-d4pg bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ test: setup lint ## lint + the whole test suite, one worker per core (pytest-xdi
 bench-dqn: setup ## DQN benchmarks (~1 h on 2 cores): writes benchmarks/results/<suite>/
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite dqn-cartpole --suite dqn-variants \
 		--suite dqn-pendulum --suite dqn-lunarlander --suite dqn-mountaincar
+
+bench-c51: setup ## C51 on CartPole-v1 beside sb3-contrib's QR-DQN (~35 min), then LunarLander-v3 (~40 min per seed)
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite c51-cartpole
+	$(BIN)/python distributional_rl/c51/plot_distributions.py --run benchmarks/results/c51-cartpole/runs/CartPole-v1__c51__1 \
+		--out distributional_rl/c51/figures/distributions.png
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite c51-lunarlander
+
+bench-d4pg: setup ## D4PG on Pendulum-v1 (seeds, ~15 min), then env steps/s with 1, 2 and 4 Ray explorers (~20 min)
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite d4pg-pendulum
+	$(BIN)/python benchmarks/run.py --seeds 1 --suite d4pg-actors --suite d4pg-collect
 
 bench-pg: setup ## REINFORCE, Actor-Critic, A2C, PPO (+ SB3 side by side) on CartPole, Pendulum, LunarLander (~1.5 h)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite ppo-cartpole --suite a2c-cartpole
@@ -84,7 +94,7 @@ bench-vit: setup ## ViT: MNIST-5000 from scratch, digits, fine-tuning demo, roll
 		--out vit/figures/rollout_chelsea_untrained.png
 	$(BIN)/python vit/bench_speed.py --out vit/figures/bench_speed.json
 
-bench: bench-fundamentals bench-dqn bench-pg bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
+bench: bench-fundamentals bench-dqn bench-c51 bench-d4pg bench-pg bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
 
 clean: ## remove runs, caches and build leftovers (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis *.egg-info

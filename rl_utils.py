@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import difflib
 import errno
+import importlib
 import inspect
 import json
 import math
@@ -54,6 +55,10 @@ class UsageError(Exception):
     """A problem with the user's input (flag, env id, file). Printed as one line by :func:`run_main`."""
 
 
+class WorkerError(Exception):
+    """A worker process of a distributed run raised or died. Printed as one line by :func:`run_main`, exit 1."""
+
+
 # A write that fails for one of these reasons is the machine's state, not a bug: one line, not a traceback.
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
 
@@ -67,6 +72,9 @@ def run_main(main: Callable[[], Any]) -> None:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except WorkerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except OSError as err:
         if err.errno not in DISK_ERRNOS:
             raise
@@ -156,8 +164,22 @@ def _limits(cls: type) -> dict[str, tuple[float | None, float | None]]:
     return merged
 
 
+def _choices(cls: type) -> dict[str, tuple[str, ...]]:
+    """``CHOICES`` class attributes merged along the MRO: field name -> the values it may take."""
+    merged: dict[str, tuple[str, ...]] = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(vars(klass).get("CHOICES", {}))
+    return merged
+
+
 def check_limits(args: Any) -> None:
-    """Validate every field with a declared range once, at the edge: one :class:`UsageError` naming the flag."""
+    """Validate every field with a declared range (``LIMITS``) or set of values (``CHOICES``) once, at the edge:
+    one :class:`UsageError` naming the flag."""
+    for name, allowed in _choices(type(args)).items():
+        value = getattr(args, name)
+        if value not in allowed:
+            listed = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+            raise UsageError(f"--{name.replace('_', '-')} must be {listed}, got {value!r}")
     for name, (low, high) in _limits(type(args)).items():
         value = getattr(args, name)
         flag = "--" + name.replace("_", "-")
@@ -327,7 +349,14 @@ def is_atari(env_id: str) -> bool:
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise a one-line :class:`UsageError` for an id gymnasium does not know, with close matches."""
+    """Raise a one-line :class:`UsageError` for an id gymnasium does not know, with close matches. Gymnasium's
+    ``module:EnvId`` form (a user's own env, registered when its module is imported) imports the module first."""
+    if ":" in env_id:
+        module, _, env_id = env_id.partition(":")
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UsageError(f"cannot import {module!r}, the module of env id {module}:{env_id} ({err})") from None
     if is_atari(env_id):
         _register_atari()
     if env_id not in gym.registry:
@@ -794,6 +823,65 @@ def n_step_returns(
     return ret.astype(np.float32), discount.astype(np.float32), done, boot
 
 
+class NStepTransitions(NamedTuple):
+    """n-step transitions as numpy arrays, first axis = transition: what :class:`NStepAdder` emits."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray  # Σ_{k<m} γ^k r_{t+k}
+    discounts: np.ndarray  # γ^m
+    dones: np.ndarray  # the window ended in a termination (no bootstrap)
+    next_obs: np.ndarray  # the real observation to bootstrap from
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+
+class NStepAdder:
+    """n-step transitions emitted as soon as they are complete, for actors that push finished transitions to a
+    replay elsewhere (D4PG's Ray actors: the learner's buffer then stores them with ``stored_discounts``).
+
+    Per env it holds the last steps of the current episode: once ``n`` are held the window starting at the
+    oldest is complete and emitted; when the episode ends, every held window is emitted, each cut there (a
+    termination: no bootstrap; a truncation: bootstrap from the real final observation, so ``next_obs`` must be
+    :func:`real_next_obs`). The window sums are :func:`n_step_returns`', the replay buffer's own (both tested
+    against one brute-force loop). Observations are arrays (Box spaces)."""
+
+    def __init__(self, num_envs: int, n: int, gamma: float):
+        self.n, self.gamma = n, gamma
+        self.held: list[list[tuple]] = [[] for _ in range(num_envs)]
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
+            truncated: np.ndarray, next_obs: np.ndarray) -> NStepTransitions | None:
+        """One vector step in; the transitions it completed out (None if none)."""
+        out = []
+        for i, held in enumerate(self.held):
+            held.append((obs[i], actions[i], rewards[i], terminated[i], truncated[i], next_obs[i]))
+            ended = bool(terminated[i] or truncated[i])
+            if ended or len(held) == self.n:
+                out.append(self._windows(held, np.arange(len(held) if ended else 1)))
+                if ended:
+                    held.clear()
+                else:
+                    held.pop(0)
+        if not out:
+            return None
+        return NStepTransitions(*(np.concatenate(parts) for parts in zip(*out)))
+
+    def _windows(self, held: list[tuple], starts: np.ndarray) -> NStepTransitions:
+        column = lambda k: np.asarray([h[k] for h in held])[:, None]  # noqa: E731  [L, 1]
+        ret, discount, done, boot = n_step_returns(column(2), column(3), column(4), starts, np.zeros_like(starts),
+                                                   self.n, self.gamma, available=len(held) - starts)
+        return NStepTransitions(np.stack([held[t][0] for t in starts]), np.stack([held[t][1] for t in starts]),
+                                ret, discount, done, np.stack([held[b][5] for b in boot]))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"held": [list(h) for h in self.held]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.held = [list(h) for h in state["held"]]
+
+
 class ReplayBuffer:
     """Preallocated circular buffer for ``num_envs`` parallel envs (layout ``[time, env]``), built from the
     gymnasium spaces (Box, Discrete, MultiBinary, Dict observations) plus optional extra named per-step fields
@@ -801,7 +889,12 @@ class ReplayBuffer:
 
     ``add`` takes one vector step. ``terminated`` and ``truncated`` are stored separately; ``next_obs`` must be
     the *real* next observation (see :func:`real_next_obs`). n-step returns are computed when sampling
-    (:func:`n_step_returns`), walking forward along the same env's column."""
+    (:func:`n_step_returns`), walking forward along the same env's column.
+
+    ``stored_discounts=True`` holds transitions whose targets were computed elsewhere (n-step transitions from
+    :class:`NStepAdder` in distributed actors): ``add(..., discounts=γ^m)`` stores each one's own discount and
+    sampling returns it as is (with ``n_step=1``: the reward is already the m-step sum, ``terminated`` the
+    window's termination, ``next_obs`` the observation to bootstrap from)."""
 
     def __init__(
         self,
@@ -813,11 +906,14 @@ class ReplayBuffer:
         extras: dict[str, gym.Space] | None = None,
         gamma: float = 0.99,
         n_step: int = 1,
+        stored_discounts: bool = False,
         device: torch.device | str = "cpu",
         seed: int = 0,
     ):
         if n_step < 1:
             raise UsageError(f"--n-step must be >= 1, got {n_step}")
+        if stored_discounts and n_step != 1:
+            raise ValueError("stored discounts belong to transitions already summed: use n_step=1")
         if capacity < 1:
             raise UsageError(f"--buffer-size must be >= 1, got {capacity}")
         self.steps = max(capacity // num_envs, 1)  # rows per env column
@@ -833,6 +929,7 @@ class ReplayBuffer:
         self.rewards = np.zeros(lead, dtype=np.float32)
         self.terminated = np.zeros(lead, dtype=bool)
         self.truncated = np.zeros(lead, dtype=bool)
+        self.discounts = np.zeros(lead, dtype=np.float32) if stored_discounts else None
         self.pos, self.full = 0, False
         self.rng = np.random.default_rng(seed)
 
@@ -840,11 +937,15 @@ class ReplayBuffer:
         return (self.steps if self.full else self.pos) * self.num_envs
 
     def add(self, obs: Any, next_obs: Any, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
-            truncated: np.ndarray, **extras: Any) -> np.ndarray:
+            truncated: np.ndarray, discounts: np.ndarray | None = None, **extras: Any) -> np.ndarray:
         """Store one transition per env (and each extra field by name); returns the flat indices written."""
         if set(extras) != set(self.extras):
             raise ValueError(f"extra fields {sorted(extras)} do not match the buffer's {sorted(self.extras)}")
+        if (discounts is None) != (self.discounts is None):
+            raise ValueError("discounts are given exactly when the buffer was made with stored_discounts=True")
         p = self.pos
+        if discounts is not None:
+            self.discounts[p] = discounts
         _write(self.obs, p, obs)
         _write(self.next_obs, p, next_obs)
         self.actions[p] = actions
@@ -857,6 +958,8 @@ class ReplayBuffer:
 
     def n_step_targets(self, t: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(reward sums, discounts, dones, bootstrap rows) for start rows ``t`` of env columns ``e``."""
+        if self.discounts is not None:  # transitions summed elsewhere: their own discount, no walking forward
+            return self.rewards[t, e], self.discounts[t, e], self.terminated[t, e], t
         available = (self.pos - t - 1) % self.steps + 1 if self.full else self.pos - t  # rows t..newest
         return n_step_returns(self.rewards, self.terminated, self.truncated, t, e, self.n_step, self.gamma,
                               available)
@@ -883,6 +986,8 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         names = ("obs", "next_obs", "actions", "extras", "rewards", "terminated", "truncated", "pos", "full")
+        if self.discounts is not None:
+            names += ("discounts",)
         return {**{k: getattr(self, k) for k in names}, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -1575,6 +1680,150 @@ class GracefulInterrupt:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ray: pools of worker processes on this machine by default, on a cluster with --ray-address (D4PG, DPPO)
+# ----------------------------------------------------------------------------------------------------------------
+@contextmanager
+def ray_session(address: str = "", num_workers: int = 1):
+    """Ray for the duration of the block: a fresh local instance (no dashboard, worker logs kept out of the
+    terminal) or, with ``address`` (``HOST:PORT`` of a ``ray start --head``), that cluster. Shut down on the way
+    out, whatever happened, so no Ray process outlives the run.
+
+    Local Ray is given at least ``num_workers`` CPUs so that many one-CPU workers can start on a smaller machine
+    (they share its cores). A cluster must have them: asking for more would wait forever, so it is an error."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-report prompt or network call
+    if address:
+        check_ray_address(address)
+        # Recent Ray clusters require an auth token by default (`ray start --head` keeps it in ~/.ray/auth_token),
+        # but a driver joining one only sends it in token mode, read when ray is imported: measured here (Ray
+        # 2.60), without this the join fails after ~15 s of retries.
+        token = os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").exists()
+        if token and "RAY_AUTH_MODE" not in os.environ:
+            os.environ["RAY_AUTH_MODE"] = "token"
+    import ray
+
+    try:
+        ray.init(address=address or "local", num_cpus=None if address else max(os.cpu_count() or 1, num_workers),
+                 include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise UsageError(f"--ray-address {address}: {str(err).strip().splitlines()[0]}") from None
+    try:
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < num_workers:
+            raise UsageError(f"the Ray cluster at {address} has {cpus:g} CPUs, fewer than the {num_workers} workers "
+                             "asked for: lower the worker count or add nodes")
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def check_ray_address(address: str) -> None:
+    """A quick TCP look at ``HOST:PORT`` (before anything is written): ``ray.init`` on an address where nothing
+    listens retries for about a minute before it fails."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address must be HOST:PORT (the address `ray start --head` prints), got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as err:
+        raise UsageError(f"--ray-address {address}: no Ray head answers there ({err.strerror or err}); start one "
+                         "with `ray start --head`, or leave the flag out to run on this machine") from None
+
+
+class RayPool:
+    """``n`` Ray actors of ``cls``, one process each, built with ``make_args(i)``: calls on one or all of them,
+    weights put once in the object store for all, and every failure turned into one :class:`WorkerError` line
+    naming the worker and the exception it raised (or that it died).
+
+    Each actor is registered under a name unique to this run (``names[i]``): another pool's actors find it with
+    ``ray.get_actor(name)``. Pass names, not handles, to actors that Ray may restart: a handle among the
+    constructor arguments would live in the object store, and a restart could not rebuild it."""
+
+    def __init__(self, cls: type, n: int, make_args: Callable[[int], tuple], name: str = "worker",
+                 max_restarts: int = 0):
+        import uuid
+
+        import ray
+
+        self.name = name
+        run_id = uuid.uuid4().hex[:8]  # several runs may share one cluster
+        self.names = [f"{name}-{i}-{run_id}" for i in range(n)]
+        # a restarted actor also re-runs the call it died in (max_task_retries): else that call's error ends the run
+        remote = ray.remote(num_cpus=1, max_restarts=max_restarts, max_task_retries=max_restarts)(cls)
+        self.workers = [remote.options(name=self.names[i]).remote(*make_args(i)) for i in range(n)]
+        self._owner: dict[Any, int] = {}  # pending call -> worker index, to name the worker in an error
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    @staticmethod
+    def put(obj: Any) -> Any:
+        """One copy in the object store (e.g. the weights), passed by reference to every worker's call."""
+        import ray
+
+        return ray.put(obj)
+
+    def call(self, i: int, method: str, *args: Any) -> Any:
+        ref = getattr(self.workers[i], method).remote(*args)
+        self._owner[ref] = i
+        return ref
+
+    def call_all(self, method: str, *args: Any) -> list[Any]:
+        return [self.call(i, method, *args) for i in range(len(self.workers))]
+
+    def owner(self, ref: Any) -> int:
+        return self._owner[ref]
+
+    def get(self, refs: Any, timeout: float | None = None) -> Any:
+        """``ray.get`` with failures as :class:`WorkerError`."""
+        import ray
+
+        try:
+            out = ray.get(refs, timeout=timeout)
+        except ray.exceptions.RayError as err:
+            raise self._error(err, refs) from None
+        for ref in refs if isinstance(refs, list) else [refs]:
+            self._owner.pop(ref, None)
+        return out
+
+    def wait(self, refs: list[Any], timeout: float | None = None) -> list[Any]:
+        """The calls among ``refs`` that have finished (at least one unless ``timeout`` passes first)."""
+        import ray
+
+        return ray.wait(refs, num_returns=1, timeout=timeout)[0]
+
+    def _error(self, err: Exception, refs: Any) -> WorkerError:
+        import ray
+
+        failed = next((r for r in (refs if isinstance(refs, list) else [refs]) if self._failed(r)), None)
+        who = f"{self.name} {self._owner[failed]}" if failed is not None else self.name
+        if isinstance(err, ray.exceptions.RayTaskError):
+            cause = err.cause if isinstance(err.cause, BaseException) else err
+            text = str(cause).strip().splitlines()
+            return WorkerError(f"{who} raised {type(cause).__name__}: {text[-1] if text else ''}")
+        return WorkerError(f"{who} died ({type(err).__name__}); the run cannot go on without it")
+
+    @staticmethod
+    def _failed(ref: Any) -> bool:
+        import ray
+
+        try:
+            ray.get(ref, timeout=0)
+            return False
+        except ray.exceptions.GetTimeoutError:
+            return False
+        except ray.exceptions.RayError:
+            return True
+
+    def close(self) -> None:
+        import ray
+
+        for worker in self.workers:
+            ray.kill(worker)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -6,7 +6,12 @@ env steps and wall-clock seconds to the first evaluation >= threshold, and SPS. 
 ``results.csv`` (one row per run), ``results.md`` (one row per entry) and ``curves.png`` into ``--out``.
 
     python benchmarks/run.py --suite dqn-cartpole --seeds 1 2 3
+    python benchmarks/run.py --suite offpolicy-hopper --ray-address 10.0.0.1:6379   # the grid on a Ray cluster
     python benchmarks/run.py --list
+
+With ``--ray-address`` every (entry, seed) run is a Ray task placed anywhere in the cluster (each node needs this
+repo at the same path and its environment, as ``make setup`` makes); the task runs the same command there and
+sends its run folder back, so the results files are the same as a local run's.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +45,8 @@ SAC = "classic_rl/sac/train.py"
 TD3 = "classic_rl/td3/train.py"
 DDPG = "classic_rl/ddpg/train.py"
 SAC_DISCRETE = "classic_rl/sac_discrete/train.py"
+C51 = "distributional_rl/c51/train.py"
+D4PG = "distributional_rl/d4pg/train.py"
 SB3 = "benchmarks/sb3_baseline.py"
 # Side-by-side comparisons evaluate both sides at the same points (every 2,048 steps, 10 greedy episodes).
 SAME_EVAL = ("--eval-every", "2048")
@@ -48,7 +57,7 @@ SAME_EVAL = ("--eval-every", "2048")
 # --help, summary.json and this harness working.
 TINY = ("--eval-every", "0", "--eval-episodes", "2")
 CONTINUOUS_ENV = "Pendulum-v1"
-BOX_ONLY = {"sac", "td3", "ddpg"}
+BOX_ONLY = {"sac", "td3", "ddpg", "d4pg"}
 RL_SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dqn": (DQN, ("--learning-starts", "100", "--train-frequency", "4", "--gradient-steps", "1", *TINY)),
     "ppo": (PPO, ("--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1", *TINY)),
@@ -60,6 +69,9 @@ RL_SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ddpg": (DDPG, ("--learning-starts", "256", "--batch-size", "32", "--hidden-sizes", "32,32", *TINY)),
     "sac_discrete": (SAC_DISCRETE, ("--learning-starts", "256", "--batch-size", "32", "--hidden-sizes", "32,32",
                                     *TINY)),
+    "d4pg": (D4PG, ("--learning-starts", "256", "--batch-size", "32", "--hidden-sizes", "32,32", "--actor-steps",
+                    "32", *TINY)),
+    "c51": (C51, ("--learning-starts", "100", "--train-frequency", "4", "--gradient-steps", "1", *TINY)),
     "sb3_ppo": (SB3, ("--algo", "ppo", "--eval-every", "256", "--eval-episodes", "2")),
 }
 
@@ -133,6 +145,22 @@ SUITES: dict[str, list[Entry]] = {
     "sac-discrete-cartpole": [
         Entry("sac-discrete", SAC_DISCRETE, "CartPole-v1", 50_000, 475),
     ],
+    "c51-cartpole": [
+        # Both evaluated every 2,048 steps (C51 keeps step checkpoints for its README figure); QR-DQN (sb3-contrib)
+        # with RL Zoo's qrdqn.yml and its 50k budget
+        Entry("c51", C51, "CartPole-v1", 100_000, 475, (*SAME_EVAL, "--checkpoint-every", "10000")),
+        Entry("sb3_qrdqn (RL Zoo)", SB3, "CartPole-v1", 50_000, 475, ("--algo", "qrdqn", *SAME_EVAL), baseline=True),
+    ],
+    "c51-lunarlander": [Entry("c51", C51, "LunarLander-v3", 300_000, 200)],
+    "d4pg-pendulum": [Entry("d4pg", D4PG, "Pendulum-v1", 20_000, -200)],
+    # Env steps per second by explorer count: learning at DDPG's 1 update per env step (the learner sets the
+    # pace), and collection alone (--updates-per-step 0: nothing trains, the explorers run flat out; 100k steps
+    # so that Ray's start-up, inside the wall-clock, weighs little)
+    "d4pg-actors": [Entry(f"{k}-actors", D4PG, "Pendulum-v1", 20_000, -200, ("--num-actors", str(k)))
+                    for k in (1, 2, 4)],
+    "d4pg-collect": [Entry(f"{k}-actors-collect-only", D4PG, "Pendulum-v1", 100_000, -2000,
+                           ("--num-actors", str(k), "--updates-per-step", "0", "--eval-every", "0",
+                            "--eval-episodes", "1")) for k in (1, 2, 4)],
     "dqn-lunarlander": [
         Entry("double+dueling", DQN, "LunarLander-v3", 300_000, 200, ("--double", "--dueling")),
     ],
@@ -169,6 +197,45 @@ def run_entry(entry: Entry, seed: int, out: Path) -> dict:
     }
     print(f"  final {row['final_eval_return']:.1f} | to threshold: {steps} steps, {secs} s", flush=True)
     return row
+
+
+def run_entry_packed(entry: Entry, seed: int) -> tuple[dict, bytes]:
+    """:func:`run_entry` into a scratch folder of the machine it runs on; returns its row and its run folder as a
+    tar archive (what a Ray task sends back to the machine that writes the results)."""
+    import io
+
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            row = run_entry(entry, seed, Path(scratch))
+        except SystemExit as err:  # inside a Ray task SystemExit would end the worker, not report the failure
+            raise RuntimeError(str(err)) from None
+        packed = io.BytesIO()
+        with tarfile.open(fileobj=packed, mode="w:gz") as tar:
+            tar.add(Path(scratch) / row["run_dir"], arcname=Path(row["run_dir"]).name)
+    return row, packed.getvalue()
+
+
+def run_on_ray(work: list[tuple[Entry, int]], out: Path, address: str) -> list[dict]:
+    """Every (entry, seed) as a one-CPU Ray task on the cluster at ``address``; each run folder is unpacked under
+    ``out/runs`` and its row points there, as if it had run here. Rows come back in ``work``'s order."""
+    import io
+
+    with rl_utils.ray_session(address) as ray:
+        task = ray.remote(num_cpus=1)(run_entry_packed)
+        refs = [task.remote(entry, seed) for entry, seed in work]
+        rows = []
+        for ref in refs:
+            try:
+                row, packed = ray.get(ref)
+            except ray.exceptions.RayError as err:
+                raise rl_utils.WorkerError(f"a benchmark task failed: {str(err).strip().splitlines()[-1]}") from None
+            (out / "runs").mkdir(parents=True, exist_ok=True)
+            with tarfile.open(fileobj=io.BytesIO(packed), mode="r:gz") as tar:
+                tar.extractall(out / "runs", filter="data")
+            run_dir = out / "runs" / Path(row["run_dir"]).name
+            row["run_dir"] = str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir)
+            rows.append(row)
+    return rows
 
 
 def _mean_std(values: list[float]) -> str:
@@ -236,6 +303,8 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of results.csv whose seeds this call does not re-run (long suites "
                              "measured a seed at a time, e.g. Hopper: --seeds 2 3 --merge after --seeds 1)")
+    parser.add_argument("--ray-address", default="",
+                        help="HOST:PORT of a Ray cluster: run the grid there as Ray tasks (default: here)")
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
     args = parser.parse_args()
     if args.list or not args.suite:
@@ -252,8 +321,11 @@ def main() -> None:
         # under the same machine load, which keeps a wall-clock comparison fair on a busy machine.
         work = [(e, seed) for seed in args.seeds for e in SUITES[suite]]
         load_before, t_start = os.getloadavg()[1], time.time()  # wall-clock means little without the machine's load
-        with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
-            rows = list(pool.map(lambda job: run_entry(job[0], job[1], out), work))
+        if args.ray_address:
+            rows = run_on_ray(work, out, args.ray_address)
+        else:
+            with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+                rows = list(pool.map(lambda job: run_entry(job[0], job[1], out), work))
         if args.merge:
             rows = earlier_rows(out / "results.csv", SUITES[suite], exclude_seeds=set(args.seeds)) + rows
         seeds = sorted({int(r["seed"]) for r in rows})

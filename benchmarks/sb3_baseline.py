@@ -1,5 +1,6 @@
-"""Stable-Baselines3 (DQN, PPO, A2C) with RL Zoo hyperparameters, evaluated and logged exactly like our runs
-(same evaluation function, seeds and files), so `make bench` can put SB3 beside ours on the same machine:
+"""Stable-Baselines3 (DQN, PPO, A2C, SAC, TD3) and sb3-contrib (QR-DQN) with RL Zoo hyperparameters, evaluated
+and logged exactly like our runs (same evaluation function, seeds and files), so `make bench` can put SB3 beside
+ours on the same machine:
 
     python benchmarks/sb3_baseline.py --algo dqn --env-id CartPole-v1 --seed 1 --total-timesteps 50000
     python benchmarks/sb3_baseline.py --algo ppo --env-id CartPole-v1 --eval-every 2048
@@ -34,6 +35,14 @@ ZOO: dict[str, dict[str, dict]] = {
             exploration_final_eps=0.1, policy_kwargs=dict(net_arch=[256, 256]),
         ),
     },
+    # qrdqn.yml: DQN's CartPole settings with 10 quantiles (the C51 comparison of distributional_rl/c51)
+    "qrdqn": {
+        "CartPole-v1": dict(
+            learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000, gamma=0.99,
+            target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
+            exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256], n_quantiles=10),
+        ),
+    },
     "ppo": {
         "CartPole-v1": dict(n_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
                             ent_coef=0.0, learning_rate="lin_1e-3", clip_range="lin_0.2"),
@@ -63,7 +72,7 @@ class Args(rl_utils.CommonArgs):
     """SB3 with RL Zoo hyperparameters, evaluated and logged like the playground's scripts."""
 
     algo: str = "dqn"
-    """dqn, ppo, a2c, sac or td3"""
+    """dqn, qrdqn (sb3-contrib), ppo, a2c, sac or td3"""
 
 
 def zoo_kwargs(algo: str, env_id: str) -> tuple[int, dict]:
@@ -93,7 +102,10 @@ def main() -> None:
     algo = f"sb3_{args.algo}"
     logger = rl_utils.Run(args, algo)
     env = make_vec_env(args.env_id, n_envs=n_envs, seed=args.seed)
-    model_cls = {"dqn": sb3.DQN, "ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3}[args.algo]
+    if args.algo == "qrdqn":
+        from sb3_contrib import QRDQN as model_cls
+    else:
+        model_cls = {"dqn": sb3.DQN, "ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3}[args.algo]
     if "noise_std" in kwargs:  # the Zoo's noise_type: normal
         from stable_baselines3.common.noise import NormalActionNoise
 

@@ -23,7 +23,9 @@ EXISTING = "existing"  # the run folder every row points at (--runs-dir <tmp>/ru
 RL_TINY = ["--total-timesteps", "64", "--eval-every", "0", "--eval-episodes", "1"]
 RL_SCRIPTS = ["classic_rl/dqn/train.py", "classic_rl/ppo/train.py", "classic_rl/a2c/train.py",
               "classic_rl/reinforce/train.py", "classic_rl/actor_critic/train.py", "classic_rl/sac/train.py",
-              "classic_rl/td3/train.py", "classic_rl/ddpg/train.py", "classic_rl/sac_discrete/train.py"]
+              "classic_rl/td3/train.py", "classic_rl/ddpg/train.py", "classic_rl/sac_discrete/train.py",
+              "distributional_rl/c51/train.py", "distributional_rl/d4pg/train.py"]
+HAS_CNN = ("classic_rl/dqn/train.py", "distributional_rl/c51/train.py")  # these run image observations
 RL_CASES = [
     (["--total-timesteps", "0"], "--total-timesteps must be >= 1"),
     (["--num-envs", "0"], "--num-envs must be >= 1"),
@@ -45,11 +47,27 @@ RL_CASES = [
 ]
 # (script, argv, fragment of the message). "{existing}", "{other}", "{file}", "{missing}" are filled in below.
 CASES = [(s, RL_TINY + argv, msg) for s in RL_SCRIPTS for argv, msg in RL_CASES
-         if not (s.endswith("dqn/train.py") and "ALE/Pong-v5" in argv)  # DQN has a CNN for images
+         if not (s in HAS_CNN and "ALE/Pong-v5" in argv)
          and not (s.endswith("ppo/train.py") and "{other}" in argv)] + [  # the planted checkpoint is PPO's
     ("classic_rl/dqn/train.py", RL_TINY + ["--batch-size", "0"], "--batch-size must be >= 1"),
     ("classic_rl/dqn/train.py", RL_TINY + ["--discrete-actions", "5"], "discretises Box actions"),
     ("classic_rl/dqn/train.py", RL_TINY + ["--env-id", "Pendulum-v1"], "--discrete-actions"),
+    ("classic_rl/dqn/train.py", RL_TINY + ["--loss", "l1"], "--loss must be huber or mse, got 'l1'"),
+    ("distributional_rl/c51/train.py", RL_TINY + ["--env-id", "Pendulum-v1"], "C51 needs a Discrete action space"),
+    ("distributional_rl/c51/train.py", RL_TINY + ["--n-atoms", "1"], "--n-atoms must be >= 2"),
+    ("distributional_rl/c51/train.py", RL_TINY + ["--v-min", "5", "--v-max", "5"], "--v-min must be < --v-max"),
+    ("distributional_rl/d4pg/train.py", RL_TINY + ["--ray-address", "127.0.0.1:1"], "no Ray head answers there"),
+    ("distributional_rl/d4pg/train.py", RL_TINY + ["--ray-address", "somewhere"], "must be HOST:PORT"),
+    ("distributional_rl/d4pg/train.py", RL_TINY + ["--norm-obs"], "does not normalise"),
+    ("distributional_rl/d4pg/train.py", RL_TINY + ["--env-id", "CartPole-v1"], "needs continuous (Box) actions"),
+    ("distributional_rl/d4pg/train.py", RL_TINY + ["--exploration-noise", "pink"], "--exploration-noise"),
+    ("distributional_rl/d4pg/train.py", RL_TINY + ["--v-min", "0", "--v-max", "-1"], "--v-min must be < --v-max"),
+    ("distributional_rl/d4pg/train.py", RL_TINY + ["--env-id", "no_such_module:Env-v0"], "cannot import"),
+    ("distributional_rl/c51/plot_distributions.py", [], "--run"),
+    ("distributional_rl/c51/plot_distributions.py", ["--run", "{missing}"], "not found"),
+    ("distributional_rl/c51/plot_distributions.py", ["--run", "{existing}"], "--checkpoint-every"),
+    ("distributional_rl/c51/plot_distributions.py", ["--run", "{existing}", "--states-from", "x"],
+     "--states-from must be random or greedy"),
     ("classic_rl/ppo/train.py", RL_TINY + ["--resume", "{existing}", "--gamma", "2"], "--gamma must be <= 1"),
     ("classic_rl/sac/train.py", RL_TINY + ["--env-id", "CartPole-v1"], "use classic_rl/sac_discrete/train.py"),
     ("classic_rl/sac/train.py", RL_TINY + ["--tau", "1.5"], "--tau must be <= 1"),

@@ -141,6 +141,47 @@ def test_n_step_returns_match_brute_force(num_envs, n, rows, steps, seed):
         np.testing.assert_array_equal(batch.next_obs[i].numpy(), boot)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(2, 40), st.integers(0, 1000))
+def test_n_step_adder_emits_every_complete_window_once_equal_to_the_brute_force_loop(num_envs, n, steps, seed):
+    """Distributed actors' n-step transitions (NStepAdder) against the loop the replay buffer is tested with:
+    every window that is complete (n steps seen, or an episode end inside) comes out exactly once, with the
+    same sum, discount, done and bootstrap observation; the incomplete tail waits."""
+    gamma = 0.9
+    data = list(_random_stream(np.random.default_rng(seed), steps, num_envs))
+    adder = rl_utils.NStepAdder(num_envs, n, gamma)
+    out = [adder.add(obs, act, rew, term, trunc, nxt) for obs, nxt, act, rew, term, trunc in data]
+    out = [o for o in out if o is not None]
+    seen = []
+    for tr in out:
+        for i in range(len(tr)):
+            t, e = int(tr.obs[i, 0]), int(tr.obs[i, 1])
+            ret, disc, done, boot = _brute_force_n_step(data, t, e, n, gamma, newest=steps - 1)
+            assert tr.rewards[i] == pytest.approx(ret, rel=1e-5, abs=1e-5)
+            assert tr.discounts[i] == pytest.approx(disc, rel=1e-6) and tr.dones[i] == done
+            np.testing.assert_array_equal(tr.next_obs[i], boot)
+            assert tr.actions[i] == data[t][2][e]
+            seen.append((t, e))
+    ends = lambda t, e: any(data[k][4][e] or data[k][5][e] for k in range(t, min(t + n, steps)))  # noqa: E731
+    complete = {(t, e) for t in range(steps) for e in range(num_envs) if t + n - 1 <= steps - 1 or ends(t, e)}
+    assert len(seen) == len(set(seen)) and set(seen) == complete
+
+
+def test_stored_discounts_come_back_as_stored():
+    """A buffer of transitions summed elsewhere serves each one's own γ^m, reward sum, done and next_obs."""
+    buf = rl_utils.ReplayBuffer(10, 1, (2,), stored_discounts=True, seed=0)
+    for i in range(4):
+        buf.add(np.full((1, 2), i, np.float32), np.full((1, 2), i + 10, np.float32), np.zeros(1), np.full(1, 2.0 * i),
+                np.array([i == 3]), np.zeros(1, bool), discounts=np.full(1, 0.9 ** (i + 1), np.float32))
+    batch = buf._batch(np.arange(4))
+    torch.testing.assert_close(batch.discounts, torch.tensor([0.9, 0.81, 0.729, 0.6561]))
+    torch.testing.assert_close(batch.rewards, torch.tensor([0.0, 2.0, 4.0, 6.0]))
+    torch.testing.assert_close(batch.dones, torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    torch.testing.assert_close(batch.next_obs[:, 0], torch.tensor([10.0, 11.0, 12.0, 13.0]))
+    with pytest.raises(ValueError, match="stored_discounts"):
+        buf.add(np.zeros((1, 2)), np.zeros((1, 2)), np.zeros(1), np.zeros(1), np.zeros(1, bool), np.zeros(1, bool))
+
+
 def test_per_weights_and_priority_updates():
     buf = rl_utils.PrioritizedReplayBuffer(64, 2, (2,), alpha=1.0, seed=0)
     for step in _random_stream(np.random.default_rng(0), 32, 2):

@@ -6,7 +6,8 @@
     python classic_rl/dqn/train.py --eval-only --checkpoint runs/<run>/ckpt/best.pt --capture-video
 
 Read top to bottom: arguments, the loss (the part DQN is about), then the training loop. Everything generic
-(buffers, envs, logging, checkpoints) comes from rl_utils.
+(buffers, envs, logging, checkpoints) comes from rl_utils. C51 (``distributional_rl/c51/train.py``) runs this same
+loop with its own arguments, network and loss: a :class:`Method` says what a value-based method plugs in.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
@@ -30,8 +34,8 @@ from classic_rl.policies import parse_hidden  # noqa: E402
 
 
 @dataclass
-class Args(rl_utils.CommonArgs):
-    """Train a DQN-family agent (DQN, Double, Dueling, PER, n-step) on a discrete-action gymnasium env."""
+class ValueArgs(rl_utils.CommonArgs):
+    """Flags of the value-based loop below, shared by DQN and C51."""
 
     double: bool = False
     """Double DQN: the online net picks the next action, the target net evaluates it"""
@@ -52,6 +56,8 @@ class Args(rl_utils.CommonArgs):
     few steps here and its updates are ~1.6x faster on CPU)"""
     learning_rate: float = 2.3e-3
     """Adam learning rate"""
+    adam_eps: float = 1e-8
+    """Adam's ε (torch's default; the C51 paper used 0.01 / 32, which damps steps where gradients are tiny)"""
     anneal_lr: bool = True
     """decay the learning rate linearly to 0 over the run (keeps a solved policy from being un-learned late)"""
     buffer_size: int = 100_000
@@ -78,14 +84,23 @@ class Args(rl_utils.CommonArgs):
     """gradient steps per training phase"""
     max_grad_norm: float = 10.0
     """gradient-norm clipping"""
-    loss: str = "huber"
-    """TD loss: huber (smooth L1, robust to large TD errors) or mse"""
 
     LIMITS = {"n_step": (1, None), "per_alpha": (0, None), "per_beta0": (0, 1), "discrete_actions": (0, None),
-              "learning_rate": (0, None), "buffer_size": (1, None), "gamma": (0, 1), "tau": (0, 1),
+              "learning_rate": (0, None), "adam_eps": (0, None), "buffer_size": (1, None), "gamma": (0, 1),
+              "tau": (0, 1),
               "target_network_frequency": (1, None), "batch_size": (1, None), "start_e": (0, 1), "end_e": (0, 1),
               "exploration_fraction": (0, 1), "learning_starts": (0, None), "train_frequency": (1, None),
               "gradient_steps": (1, None), "max_grad_norm": (0, None)}
+
+
+@dataclass
+class Args(ValueArgs):
+    """Train a DQN-family agent (DQN, Double, Dueling, PER, n-step) on a discrete-action gymnasium env."""
+
+    loss: str = "huber"
+    """TD loss: huber (smooth L1, robust to large TD errors) or mse"""
+
+    CHOICES = {"loss": ("huber", "mse")}
 
 
 # Tuned defaults per env, applied unless the flag is typed (as RL Zoo's hyperparameter files).
@@ -151,15 +166,53 @@ def update_target(q_net: torch.nn.Module, target_net: torch.nn.Module, tau: floa
             tp.lerp_(p, tau)
 
 
-def build(args: Args, envs, device: torch.device) -> tuple[QNetwork, QNetwork]:
+def discrete_action_count(args: ValueArgs, envs: gym.vector.VectorEnv, algo: str) -> int:
+    """The number of actions of a Discrete env; one line pointing to ``--discrete-actions`` for a Box one."""
     hint = ""
     if args.discrete_actions == 0:
         hint = f"; pass --discrete-actions N to discretise {args.env_id}'s continuous actions (e.g. 11)"
-    n_actions = rl_utils.require_discrete(envs, "DQN", hint)
-    hidden = parse_hidden(args.hidden_sizes)
-    q_net = QNetwork(envs.single_observation_space.shape, n_actions, hidden, args.dueling).to(device)
+    return rl_utils.require_discrete(envs, algo, hint)
+
+
+def build(args: Args, envs: gym.vector.VectorEnv, device: torch.device) -> tuple[QNetwork, QNetwork]:
+    n_actions = discrete_action_count(args, envs, "DQN")
+    q_net = QNetwork(envs.single_observation_space.shape, n_actions, parse_hidden(args.hidden_sizes),
+                     args.dueling).to(device)
     target_net = copy.deepcopy(q_net).requires_grad_(False)  # never trained by backprop, only copied into
     return q_net, target_net
+
+
+def td_loss(args: Args, q_net: nn.Module, target_net: nn.Module,
+            batch: rl_utils.ReplayBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return dqn_loss(q_net, target_net, batch, args.double, args.loss)
+
+
+def variant_name(base: str, args: ValueArgs) -> str:
+    """``dqn``, ``dqn_double_dueling_per_3step``, ``c51_double``, ...: the run folder's algorithm part."""
+    parts = [base] + [name for name in ("double", "dueling", "per") if getattr(args, name)]
+    if args.n_step > 1:
+        parts.append(f"{args.n_step}step")
+    return "_".join(parts)
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a value-based method plugs into the loop below; everything else (ε-greedy acting, replay with PER
+    and n-step, the training schedule, target updates, evaluation, checkpoints, resume) is the loop's.
+
+    ``build(args, envs, device) -> (online, target)``: networks whose ``forward(obs)`` gives Q-values [B, A]
+    (greedy acting reads them). ``loss(args, online, target, batch) -> (loss, errors [B], Q(s, a) [B])``: PER
+    samples in proportion to |errors|."""
+
+    args: type[ValueArgs]
+    presets: dict[str, dict[str, object]]
+    build: Callable[[ValueArgs, gym.vector.VectorEnv, torch.device], tuple[nn.Module, nn.Module]]
+    loss: Callable[[ValueArgs, nn.Module, nn.Module, rl_utils.ReplayBatch],
+                   tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    name: str  # the run folder's algorithm part, before the variant flags
+
+
+DQN = Method(Args, PRESETS, build, td_loss, "dqn")
 
 
 def greedy_policy(q_net: torch.nn.Module, device: torch.device):
@@ -170,18 +223,11 @@ def greedy_policy(q_net: torch.nn.Module, device: torch.device):
     return act
 
 
-def eval_env_fn(args: Args, video_dir: Path, video_prefix: str = "eval"):
+def eval_env_fn(args: ValueArgs, video_dir: Path, video_prefix: str = "eval"):
     return lambda i: rl_utils.make_env(
         args.env_id, i, capture_video=args.capture_video, video_dir=video_dir, video_prefix=video_prefix,
         discrete_actions=args.discrete_actions, training=False,
     )
-
-
-def algo_name(args: Args) -> str:
-    parts = ["dqn"] + [name for name in ("double", "dueling", "per") if getattr(args, name)]
-    if args.n_step > 1:
-        parts.append(f"{args.n_step}step")
-    return "_".join(parts)
 
 
 @dataclass
@@ -196,15 +242,15 @@ class Progress:
 
 
 def evaluate_checkpoint(path: Path, device: torch.device | None = None, seed_offset: int = rl_utils.EVAL_SEED_OFFSET,
-                        **overrides: object) -> tuple[rl_utils.EvalResult, rl_utils.Checkpoint]:
+                        method: Method = DQN, **overrides: object) -> tuple[rl_utils.EvalResult, rl_utils.Checkpoint]:
     """Greedy evaluation of a saved Q-network on the eval episodes (default) or the held-out ones (see
     ``rl_utils.HELDOUT_SEED_OFFSET``). ``overrides`` replace saved arguments (--capture-video, --eval-episodes);
     without ``device`` the saved arguments choose it (and seed everything)."""
-    ckpt = rl_utils.open_checkpoint(path, Args)
-    saved = Args(**{**ckpt.args, **overrides})
+    ckpt = rl_utils.open_checkpoint(path, method.args)
+    saved = method.args(**{**ckpt.args, **overrides})
     device = device if device is not None else rl_utils.setup(saved)
     envs = rl_utils.make_vec_env(saved.env_id, 1, saved.seed, discrete_actions=saved.discrete_actions)
-    q_net, _ = build(saved, envs, device)
+    q_net, _ = method.build(saved, envs, device)
     envs.close()
     rl_utils.load_state_into(q_net, ckpt["q_net"])
     result = rl_utils.evaluate(eval_env_fn(saved, ckpt.run_dir / "videos"), greedy_policy(q_net, device),
@@ -212,10 +258,10 @@ def evaluate_checkpoint(path: Path, device: torch.device | None = None, seed_off
     return result, ckpt
 
 
-def eval_only(args: Args) -> None:
+def eval_only(args: ValueArgs, method: Method) -> None:
     if not args.checkpoint:
         raise rl_utils.UsageError("--eval-only needs --checkpoint PATH")
-    result, ckpt = evaluate_checkpoint(args.checkpoint, capture_video=args.capture_video,
+    result, ckpt = evaluate_checkpoint(args.checkpoint, method=method, capture_video=args.capture_video,
                                        eval_episodes=args.eval_episodes)
     if args.capture_video:
         print(f"videos: {ckpt.run_dir / 'videos'}")
@@ -223,19 +269,18 @@ def eval_only(args: Args) -> None:
           f"episodes ({ckpt.args['env_id']}, checkpoint step {ckpt.step})")
 
 
-def main() -> None:
-    args, ckpt = rl_utils.parse_run_args(Args, presets=PRESETS)
+def main(method: Method = DQN) -> None:
+    args, ckpt = rl_utils.parse_run_args(method.args, presets=method.presets)
     if args.eval_only:
-        return eval_only(args)
-    if args.loss not in ("huber", "mse"):
-        raise rl_utils.UsageError(f"--loss must be huber or mse, got {args.loss!r}")
+        return eval_only(args, method)
     device = rl_utils.setup(args)
+    algo = variant_name(method.name, args)
 
     envs = rl_utils.make_vec_env(args.env_id, args.num_envs, args.seed, discrete_actions=args.discrete_actions)
-    q_net, target_net = build(args, envs, device)
+    q_net, target_net = method.build(args, envs, device)
     n_actions = int(envs.single_action_space.n)
     # fused: one kernel for all parameters, ~1.5x faster updates on CPU for small nets
-    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, fused=True)
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, eps=args.adam_eps, fused=True)
     buffer_cls = rl_utils.PrioritizedReplayBuffer if args.per else rl_utils.ReplayBuffer
     extra = {"alpha": args.per_alpha} if args.per else {}
     buffer = buffer_cls(args.buffer_size, args.num_envs, envs.single_observation_space, envs.single_action_space,
@@ -253,7 +298,7 @@ def main() -> None:
             print("note: checkpoint has no replay buffer (--save-buffer): refilling it, the resume is not exact")
         if exact:
             obs = ckpt["obs"]
-    logger = rl_utils.Run(args, algo_name(args), resume=ckpt)
+    logger = rl_utils.Run(args, algo, resume=ckpt)
     act = greedy_policy(q_net, device)
 
     def checkpoint(name: str) -> Path:
@@ -301,13 +346,13 @@ def main() -> None:
                     buffer.beta = rl_utils.linear_schedule(args.per_beta0, 1.0, args.total_timesteps, step)
                 for _ in range(args.gradient_steps):
                     batch = buffer.sample(args.batch_size)
-                    loss, td_errors, q_taken = dqn_loss(q_net, target_net, batch, args.double, args.loss)
+                    loss, errors, q_taken = method.loss(args, q_net, target_net, batch)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(q_net.parameters(), args.max_grad_norm, foreach=True)
                     optimizer.step()
                     if args.per:
-                        buffer.update_priorities(batch.indices, td_errors.cpu().numpy())
+                        buffer.update_priorities(batch.indices, errors.cpu().numpy())
                 logger.log_dict({"losses/td_loss": loss.item(), "losses/q_values": q_taken.mean().item(),
                                  "charts/epsilon": epsilon, "charts/learning_rate": optimizer.param_groups[0]["lr"],
                                  **({"charts/per_beta": buffer.beta} if args.per else {})}, step)
@@ -336,18 +381,18 @@ def main() -> None:
     final = progress.last_eval
     # best.pt was chosen on the eval episodes, so score it on held-out ones (see rl_utils.HELDOUT_SEED_OFFSET)
     heldout, best = evaluate_checkpoint(logger.ckpt_dir / "best.pt", device, rl_utils.HELDOUT_SEED_OFFSET,
-                                        capture_video=False)
+                                        method, capture_video=False)
     heldout_mean = float(heldout.returns.mean())
     logger.log("eval/best_heldout_return", heldout_mean, step)
     print(f"best.pt (step {best.step}) on held-out episodes: {heldout_mean:.1f} ± {heldout.returns.std():.1f}")
     logger.flush()  # the plot reads metrics.csv: the final evaluation must be on disk first
     rl_utils.plot_curves([logger.run_dir], logger.run_dir / "learning_curve.png",
-                         tags=("charts/episodic_return", "eval/return"), title=f"{algo_name(args)} on {args.env_id}")
+                         tags=("charts/episodic_return", "eval/return"), title=f"{algo} on {args.env_id}")
     logger.write_summary(
         final_eval_return=final, best_eval_return=progress.best_eval, best_eval_step=progress.best_eval_step,
         best_heldout_return=heldout_mean, env_steps=step,
         wall_time_s=round(logger.elapsed, 1), sps=round(step / max(logger.elapsed, 1e-9), 1),
-        algo=algo_name(args), env_id=args.env_id, seed=args.seed,
+        algo=algo, env_id=args.env_id, seed=args.seed,
     )
     logger.close()
     envs.close()

@@ -55,6 +55,7 @@ class Args(off_policy.OffPolicyArgs):
     LIMITS = {"learning_rate": (0, None), "num_critics": (1, 2), "policy_delay": (1, None),
               "target_policy_noise": (0, None), "target_noise_clip": (0, None), "noise_std": (0, None),
               "ou_theta": (0, 1), "log_every": (1, None)}
+    CHOICES = {"exploration_noise": ("gaussian", "ou")}
 
     ALGO = "TD3"
 
@@ -160,8 +161,6 @@ def main(cls: type[Args] = Args, presets: dict | None = None) -> None:
     algo = args.ALGO
     if args.eval_only:
         return on_policy.eval_only(cls, args, algo, make_agent=build_actor)
-    if args.exploration_noise not in ("gaussian", "ou"):
-        raise rl_utils.UsageError(f"--exploration-noise must be gaussian or ou, got {args.exploration_noise!r}")
     s = off_policy.Session(args, ckpt, algo, build_actor, build_learner)
     actor, progress = s.actor, s.progress
     ou = OUNoise((args.num_envs, *s.envs.single_action_space.shape), args.ou_theta, args.noise_std, s.rng)
