@@ -35,9 +35,10 @@ bench-c51: setup ## C51 on CartPole-v1 beside sb3-contrib's QR-DQN (~35 min), th
 		--out distributional_rl/c51/figures/distributions.png
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite c51-lunarlander
 
-bench-d4pg: setup ## D4PG on Pendulum-v1 (seeds, ~15 min), then env steps/s with 1, 2 and 4 Ray explorers (~20 min)
+bench-d4pg: setup ## D4PG on Pendulum-v1 (seeds, ~15 min), env steps/s with 1, 2 and 4 Ray explorers (~15 min), Hopper-v5 100k (~20 min)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite d4pg-pendulum
 	$(BIN)/python benchmarks/run.py --seeds 1 --suite d4pg-actors --suite d4pg-collect
+	$(BIN)/python benchmarks/run.py --seeds 1 --suite d4pg-hopper
 
 bench-pg: setup ## REINFORCE, Actor-Critic, A2C, PPO (+ SB3 side by side) on CartPole, Pendulum, LunarLander (~1.5 h)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite ppo-cartpole --suite a2c-cartpole

@@ -153,6 +153,7 @@ SUITES: dict[str, list[Entry]] = {
     ],
     "c51-lunarlander": [Entry("c51", C51, "LunarLander-v3", 300_000, 200)],
     "d4pg-pendulum": [Entry("d4pg", D4PG, "Pendulum-v1", 20_000, -200)],
+    "d4pg-hopper": [Entry("d4pg", D4PG, "Hopper-v5", 100_000, 1000)],  # the MuJoCo preset; ~20 min on 2 cores
     # Env steps per second by explorer count: learning at DDPG's 1 update per env step (the learner sets the
     # pace), and collection alone (--updates-per-step 0: nothing trains, the explorers run flat out; 100k steps
     # so that Ray's start-up, inside the wall-clock, weighs little)

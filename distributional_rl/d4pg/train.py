@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -107,8 +108,7 @@ class Args(off_policy.OffPolicyArgs):
                                       "statistics of its own")
 
     def actors(self) -> int:
-        import os
-
+        """Explorers to start: ``--num-actors``, or one per core but the learner's."""
         return self.num_actors or max((os.cpu_count() or 2) - 1, 1)
 
 
@@ -247,9 +247,6 @@ class Replay:
         for i in range(len(tr)):
             self.buffer.add(tr.obs[i:i + 1], tr.next_obs[i:i + 1], tr.actions[i:i + 1], tr.rewards[i:i + 1],
                             tr.dones[i:i + 1], np.zeros(1, bool), discounts=tr.discounts[i:i + 1])
-        return len(self.buffer)
-
-    def size(self) -> int:
         return len(self.buffer)
 
     def sample(self, batch_size: int, count: int, beta: float) -> list[rl_utils.ReplayBatch]:
