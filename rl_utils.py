@@ -1756,6 +1756,9 @@ class RayPool:
         remote = ray.remote(num_cpus=1, max_restarts=max_restarts, max_task_retries=max_restarts)(cls)
         self.workers = [remote.options(name=self.names[i]).remote(*make_args(i)) for i in range(n)]
         self._owner: dict[Any, int] = {}  # pending call -> worker index, to name the worker in an error
+        # Wait until every worker is built: a run then starts with all of them (under load a process can take
+        # seconds to import torch), and an error in a constructor is reported before any training.
+        self.get([self.call(i, "__ray_ready__") for i in range(n)])
 
     def __len__(self) -> int:
         return len(self.workers)
