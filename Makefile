@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 1 2 3
 
-.PHONY: setup demo test lint bench bench-pg bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-dqn bench-c51 bench-d4pg bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
+.PHONY: setup demo test lint bench bench-pg bench-trpo bench-dppo bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-dqn bench-c51 bench-d4pg bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ bench-pg: setup ## REINFORCE, Actor-Critic, A2C, PPO (+ SB3 side by side) on Car
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite ppo-cartpole --suite a2c-cartpole
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite pg-cartpole --suite ppo-pendulum --suite ppo-lunarlander
 	$(BIN)/python benchmarks/acting_speed.py --env-id CartPole-v1 --num-envs 8
+
+bench-trpo: setup ## TRPO on CartPole-v1 beside sb3-contrib's TRPO (~5 min), Pendulum-v1 (~4 min), LunarLanderContinuous-v3 (~8 min)
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite trpo-cartpole
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite trpo-pendulum --suite trpo-lunarlander-continuous
+
+bench-dppo: setup ## DPPO (2 Ray workers) on CartPole-v1 (~6 min), env steps/s with 1, 2 and 4 workers on Hopper-v5
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite dppo-cartpole
+	$(BIN)/python benchmarks/run.py --seeds 1 --suite dppo-workers
 
 bench-offpolicy: setup ## DDPG, TD3, SAC (+ SB3's SAC) on Pendulum-v1, 20k steps; discrete SAC on CartPole (x 3 seeds, ~35 min)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite offpolicy-pendulum
@@ -95,7 +103,7 @@ bench-vit: setup ## ViT: MNIST-5000 from scratch, digits, fine-tuning demo, roll
 		--out vit/figures/rollout_chelsea_untrained.png
 	$(BIN)/python vit/bench_speed.py --out vit/figures/bench_speed.json
 
-bench: bench-fundamentals bench-dqn bench-c51 bench-d4pg bench-pg bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
+bench: bench-fundamentals bench-dqn bench-c51 bench-d4pg bench-pg bench-trpo bench-dppo bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
 
 clean: ## remove runs, caches and build leftovers (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -47,6 +47,8 @@ DDPG = "classic_rl/ddpg/train.py"
 SAC_DISCRETE = "classic_rl/sac_discrete/train.py"
 C51 = "distributional_rl/c51/train.py"
 D4PG = "distributional_rl/d4pg/train.py"
+TRPO = "classic_rl/trpo/train.py"
+DPPO = "classic_rl/dppo/train.py"
 SB3 = "benchmarks/sb3_baseline.py"
 # Side-by-side comparisons evaluate both sides at the same points (every 2,048 steps, 10 greedy episodes).
 SAME_EVAL = ("--eval-every", "2048")
@@ -71,6 +73,8 @@ RL_SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
                                     *TINY)),
     "d4pg": (D4PG, ("--learning-starts", "256", "--batch-size", "32", "--hidden-sizes", "32,32", "--actor-steps",
                     "32", *TINY)),
+    "trpo": (TRPO, ("--num-envs", "2", "--num-steps", "128", "--critic-epochs", "1", *TINY)),
+    "dppo": (DPPO, ("--num-envs", "2", "--num-steps", "64", "--num-minibatches", "1", "--update-epochs", "1", *TINY)),
     "c51": (C51, ("--learning-starts", "100", "--train-frequency", "4", "--gradient-steps", "1", *TINY)),
     "sb3_ppo": (SB3, ("--algo", "ppo", "--eval-every", "256", "--eval-episodes", "2")),
 }
@@ -107,6 +111,18 @@ SUITES: dict[str, list[Entry]] = {
         Entry("actor_critic", AC, "CartPole-v1", 300_000, 475),
     ],
     "ppo-pendulum": [Entry("ppo", PPO, "Pendulum-v1", 200_000, -250)],
+    "trpo-cartpole": [
+        Entry("trpo", TRPO, "CartPole-v1", 100_000, 475, SAME_EVAL),
+        Entry("sb3_trpo (RL Zoo)", SB3, "CartPole-v1", 100_000, 475, ("--algo", "trpo", *SAME_EVAL), baseline=True),
+    ],
+    "trpo-pendulum": [Entry("trpo", TRPO, "Pendulum-v1", 200_000, -250)],
+    "trpo-lunarlander-continuous": [Entry("trpo", TRPO, "LunarLanderContinuous-v3", 200_000, 200)],
+    "dppo-cartpole": [Entry("dppo", DPPO, "CartPole-v1", 100_000, 475, SAME_EVAL)],  # 2 workers x 4 envs
+    # env steps/s of the whole run (collection and the synchronous gradient rounds) with 1, 2 and 4 workers on
+    # Hopper-v5 (PPO's MuJoCo preset per worker: 1 env x 2048 steps, 32 minibatches x 10 epochs per update)
+    "dppo-workers": [Entry(f"{k}-workers", DPPO, "Hopper-v5", 16_384, 1000, ("--num-workers", str(k),
+                                                                            "--eval-every", "0"))
+                     for k in (1, 2, 4)],
     "ppo-lunarlander": [Entry("ppo", PPO, "LunarLander-v3", 1_000_000, 200)],
     "ppo-hopper": [Entry("ppo", PPO, "Hopper-v5", 1_000_000, 2000)],
     "dqn-variants": [

@@ -1,4 +1,4 @@
-"""Stable-Baselines3 (DQN, PPO, A2C, SAC, TD3) and sb3-contrib (QR-DQN) with RL Zoo hyperparameters, evaluated
+"""Stable-Baselines3 (DQN, PPO, A2C, SAC, TD3) and sb3-contrib (QR-DQN, TRPO) with RL Zoo hyperparameters, evaluated
 and logged exactly like our runs (same evaluation function, seeds and files), so `make bench` can put SB3 beside
 ours on the same machine:
 
@@ -60,6 +60,11 @@ ZOO: dict[str, dict[str, dict]] = {
         "Hopper-v5": dict(learning_starts=10_000, noise_std=0.1, learning_rate=3e-4, batch_size=256,
                           policy_kwargs=dict(net_arch=[400, 300])),
     },
+    # trpo.yml (sb3-contrib's TRPO): the settings classic_rl/trpo's CartPole preset copies
+    "trpo": {
+        "CartPole-v1": dict(n_envs=2, n_steps=512, batch_size=512, cg_damping=1e-3, gae_lambda=0.98, gamma=0.99,
+                            learning_rate=1e-3, n_critic_updates=20),
+    },
     "a2c": {
         "CartPole-v1": dict(n_envs=8, ent_coef=0.0),
         "LunarLander-v3": dict(n_envs=8, gamma=0.995, n_steps=5, learning_rate="lin_0.00083", ent_coef=1e-5),
@@ -72,7 +77,7 @@ class Args(rl_utils.CommonArgs):
     """SB3 with RL Zoo hyperparameters, evaluated and logged like the playground's scripts."""
 
     algo: str = "dqn"
-    """dqn, qrdqn (sb3-contrib), ppo, a2c, sac or td3"""
+    """dqn, qrdqn or trpo (sb3-contrib), ppo, a2c, sac or td3"""
 
 
 def zoo_kwargs(algo: str, env_id: str) -> tuple[int, dict]:
@@ -104,6 +109,8 @@ def main() -> None:
     env = make_vec_env(args.env_id, n_envs=n_envs, seed=args.seed)
     if args.algo == "qrdqn":
         from sb3_contrib import QRDQN as model_cls
+    elif args.algo == "trpo":
+        from sb3_contrib import TRPO as model_cls
     else:
         model_cls = {"dqn": sb3.DQN, "ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3}[args.algo]
     if "noise_std" in kwargs:  # the Zoo's noise_type: normal

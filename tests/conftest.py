@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,3 +47,42 @@ def resume_matches_straight_run(script: str, tmp_path: Path, flags: tuple, at: i
     (resumed / "ckpt" / "latest.pt").unlink()
     run_script(script, "--resume", resumed / "ckpt" / f"step_{at}.pt")
     return tuple(torch.load(d / "ckpt" / "latest.pt", weights_only=False) for d in (straight, resumed))
+
+
+@pytest.fixture
+def ray_tmp():
+    """A short Ray temp dir of this test's own (unix socket paths are limited to ~107 bytes): every Ray process
+    started under it has it on its command line, so leftovers can be found without touching other tests' Rays."""
+    path = tempfile.mkdtemp(prefix="r", dir="/tmp")
+    yield path
+    subprocess.run(["pkill", "-9", "-f", path], check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def ray_processes(path: str) -> list[str]:
+    """Processes still running under ``path`` (a :func:`ray_tmp`): none after a run ended cleanly."""
+    out = subprocess.run(["pgrep", "-af", path], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+def ray_env(ray_tmp: str) -> dict:
+    """The environment of a subprocess whose Ray lives under ``ray_tmp``."""
+    return {**os.environ, "RAY_TMPDIR": ray_tmp}
+
+
+def interrupt_when(argv: list[str], marker: str, env: dict | None = None, wait: float = 180
+                   ) -> tuple[int, str, str]:
+    """Run ``python *argv`` as a user would, press Ctrl-C (SIGINT) once a stdout line contains ``marker``, and
+    return (exit code, stdout, stderr). A run that should save and exit cleanly on Ctrl-C ends with code 0."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + wait
+    line = ""
+    while marker not in line and time.time() < deadline:
+        line = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err

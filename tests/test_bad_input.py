@@ -24,7 +24,8 @@ RL_TINY = ["--total-timesteps", "64", "--eval-every", "0", "--eval-episodes", "1
 RL_SCRIPTS = ["classic_rl/dqn/train.py", "classic_rl/ppo/train.py", "classic_rl/a2c/train.py",
               "classic_rl/reinforce/train.py", "classic_rl/actor_critic/train.py", "classic_rl/sac/train.py",
               "classic_rl/td3/train.py", "classic_rl/ddpg/train.py", "classic_rl/sac_discrete/train.py",
-              "distributional_rl/c51/train.py", "distributional_rl/d4pg/train.py"]
+              "distributional_rl/c51/train.py", "distributional_rl/d4pg/train.py", "classic_rl/trpo/train.py",
+              "classic_rl/dppo/train.py"]
 HAS_CNN = ("classic_rl/dqn/train.py", "distributional_rl/c51/train.py")  # these run image observations
 RL_CASES = [
     (["--total-timesteps", "0"], "--total-timesteps must be >= 1"),
@@ -63,6 +64,11 @@ CASES = [(s, RL_TINY + argv, msg) for s in RL_SCRIPTS for argv, msg in RL_CASES
     ("distributional_rl/d4pg/train.py", RL_TINY + ["--exploration-noise", "pink"], "--exploration-noise"),
     ("distributional_rl/d4pg/train.py", RL_TINY + ["--v-min", "0", "--v-max", "-1"], "--v-min must be < --v-max"),
     ("distributional_rl/d4pg/train.py", RL_TINY + ["--env-id", "no_such_module:Env-v0"], "cannot import"),
+    ("classic_rl/trpo/train.py", RL_TINY + ["--shared-trunk"], "--shared-trunk does not fit TRPO"),
+    ("classic_rl/trpo/train.py", RL_TINY + ["--line-search-shrink", "1.5"], "--line-search-shrink must be <= 1"),
+    ("classic_rl/dppo/train.py", RL_TINY + ["--num-workers", "0"], "--num-workers must be >= 1"),
+    ("classic_rl/dppo/train.py", RL_TINY + ["--ray-address", "somewhere"], "must be HOST:PORT"),
+    ("classic_rl/dppo/train.py", RL_TINY + ["--num-minibatches", "7"], "must divide num_steps x num_envs"),
     ("distributional_rl/c51/plot_distributions.py", [], "--run"),
     ("distributional_rl/c51/plot_distributions.py", ["--run", "{missing}"], "not found"),
     ("distributional_rl/c51/plot_distributions.py", ["--run", "{existing}"], "--checkpoint-every"),

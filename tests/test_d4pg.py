@@ -9,11 +9,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +23,7 @@ from classic_rl.continuous import DeterministicActor
 from distributional_rl.categorical import make_support
 from distributional_rl.d4pg.model import CategoricalCritic
 from distributional_rl.d4pg.train import Args, actor_loss, critic_loss, explorer_seeds, update
-from tests.conftest import ROOT, only_run_dir, run_script
+from tests.conftest import ROOT, interrupt_when, only_run_dir, ray_env, ray_processes, run_script
 from tests.test_distributional import brute_force_projection
 
 TRAIN = "distributional_rl/d4pg/train.py"
@@ -128,29 +125,10 @@ def test_bad_bounds_and_normalisation_are_one_line():
         Args(norm_obs=True)
 
 
-@pytest.fixture
-def ray_tmp():
-    """A short Ray temp dir of this test's own (unix socket paths are limited to ~107 bytes): every Ray process
-    started under it has it on its command line, so leftovers can be found without touching other tests' Rays."""
-    path = tempfile.mkdtemp(prefix="r", dir="/tmp")
-    yield path
-    subprocess.run(["pkill", "-9", "-f", path], check=False)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _ray_processes(path: str) -> list[str]:
-    out = subprocess.run(["pgrep", "-af", path], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "pgrep" not in line]
-
-
-def _env(ray_tmp: str) -> dict:
-    return {**os.environ, "RAY_TMPDIR": ray_tmp}
-
-
 def test_two_explorers_run_end_to_end_and_leave_no_ray_process(tmp_path, ray_tmp):
     proc = subprocess.run([sys.executable, TRAIN, "--runs-dir", str(tmp_path), *TINY, "--num-actors", "2", "--per",
                            "--exploiter", "--total-timesteps", "800"],  # each explorer ends >= 1 episode of 200
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env(ray_tmp))
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=ray_env(ray_tmp))
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run_dir(tmp_path)
     summary = json.loads((run / "summary.json").read_text())
@@ -162,7 +140,7 @@ def test_two_explorers_run_end_to_end_and_leave_no_ray_process(tmp_path, ray_tmp
     assert wanted <= tags, (wanted - tags, proc.stdout[-2000:])
     assert "Traceback" not in proc.stderr and "core_worker" not in proc.stderr  # Ray's own logs stay out
     time.sleep(1)
-    assert _ray_processes(ray_tmp) == []
+    assert ray_processes(ray_tmp) == []
     evaluated = run_script(TRAIN, "--eval-only", "--checkpoint", run / "ckpt/best.pt", "--eval-episodes", "2")
     assert "eval return" in evaluated.stdout  # --eval-only needs no Ray
 
@@ -171,21 +149,21 @@ def test_an_explorer_that_raises_ends_the_run_with_one_line(tmp_path, ray_tmp):
     start = time.time()
     proc = subprocess.run([sys.executable, TRAIN, "--env-id", "tests.fault_envs:FailingPendulum-v0", "--runs-dir",
                            str(tmp_path), *TINY, "--total-timesteps", "5000", "--num-actors", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env(ray_tmp))
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=ray_env(ray_tmp))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert lines[-1].startswith("error: explorer 0 raised RuntimeError: planted failure"), lines[-3:]
     assert "Traceback" not in proc.stderr
     assert time.time() - start < 120
     time.sleep(1)
-    assert _ray_processes(ray_tmp) == []
+    assert ray_processes(ray_tmp) == []
 
 
 def test_an_explorer_that_dies_is_restarted_and_the_run_goes_on(tmp_path, ray_tmp):
     """Its process exits abruptly once (os._exit): Ray restarts it, the call it died in is run again, the run ends
     normally; with no restarts allowed the same death ends the run with one line."""
     marker = tmp_path / "died"
-    env = {**_env(ray_tmp), "DLRL_DIE_ONCE": str(marker)}
+    env = {**ray_env(ray_tmp), "DLRL_DIE_ONCE": str(marker)}
     flags = ("--env-id", "tests.fault_envs:DyingPendulum-v0", *TINY, "--num-actors", "1")
     proc = subprocess.run([sys.executable, TRAIN, "--runs-dir", str(tmp_path / "a"), *flags],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
@@ -197,30 +175,24 @@ def test_an_explorer_that_dies_is_restarted_and_the_run_goes_on(tmp_path, ray_tm
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: explorer 0 died")
     time.sleep(1)
-    assert _ray_processes(ray_tmp) == []
+    assert ray_processes(ray_tmp) == []
 
 
 def test_ctrl_c_saves_the_learner_and_stops_every_actor(tmp_path, ray_tmp):
-    proc = subprocess.Popen([sys.executable, TRAIN, "--runs-dir", str(tmp_path), *TINY, "--total-timesteps",
-                             "10000000", "--num-actors", "1"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**_env(ray_tmp), "DLRL_PROGRESS_SECONDS": "0"})
-    deadline = time.time() + 180
-    line = ""
-    while "progress: step" not in line and time.time() < deadline:
-        line = proc.stdout.readline()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-3000:]
+    code, out, err = interrupt_when([TRAIN, "--runs-dir", tmp_path, *TINY, "--total-timesteps", "10000000",
+                                     "--num-actors", "1"], "progress: step",
+                                    env={**ray_env(ray_tmp), "DLRL_PROGRESS_SECONDS": "0"})
+    assert code == 0, err[-3000:]
     assert "interrupted at step" in out and "--resume" in out
     assert (only_run_dir(tmp_path) / "ckpt" / "latest.pt").exists()
     time.sleep(1)
-    assert _ray_processes(ray_tmp) == []
+    assert ray_processes(ray_tmp) == []
 
 
 def test_joins_a_separately_started_ray_head(tmp_path, ray_tmp):
     port = 6000 + os.getpid() % 3000  # away from Ray's default 6379, distinct per test worker
     ray = str(Path(sys.executable).parent / "ray")
-    env = _env(ray_tmp)
+    env = ray_env(ray_tmp)
     subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=3", "--include-dashboard=false",
                     f"--temp-dir={ray_tmp}"], check=True, capture_output=True, timeout=120, env=env)
     try:
@@ -229,7 +201,7 @@ def test_joins_a_separately_started_ray_head(tmp_path, ray_tmp):
                               timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert json.loads((only_run_dir(tmp_path) / "summary.json").read_text())["env_steps"] >= 600
-        assert _ray_processes(ray_tmp), "the cluster is the user's: the run must leave it running"
+        assert ray_processes(ray_tmp), "the cluster is the user's: the run must leave it running"
         # the benchmark harness's grid as Ray tasks on the same cluster: the run folder comes back here
         code = ("import sys; from pathlib import Path; from benchmarks.run import Entry, RL_SCRIPTS, run_on_ray; "
                 "script, tiny = RL_SCRIPTS['dqn']; "

@@ -6,9 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -18,7 +15,7 @@ import torch
 import rl_utils
 from classic_rl.dqn.model import QNetwork
 from classic_rl.dqn.train import Args, build, dqn_loss, evaluate_checkpoint, update_target
-from tests.conftest import ROOT, only_run_dir, run_script
+from tests.conftest import interrupt_when, only_run_dir, run_script
 
 TRAIN = "classic_rl/dqn/train.py"
 TINY = ("--total-timesteps", "600", "--learning-starts", "200", "--train-frequency", "4", "--gradient-steps", "1",
@@ -231,17 +228,10 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint(tmp_path):
-    proc = subprocess.Popen([sys.executable, TRAIN, "--runs-dir", str(tmp_path), "--total-timesteps", "10000000",
-                             "--eval-every", "500", "--eval-episodes", "1", "--learning-starts", "200",
-                             "--train-frequency", "4", "--gradient-steps", "1"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    line = ""
-    while "eval return" not in line and time.time() < deadline:
-        line = proc.stdout.readline()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    code, out, err = interrupt_when([TRAIN, "--runs-dir", tmp_path, "--total-timesteps", "10000000", "--eval-every",
+                                     "500", "--eval-episodes", "1", "--learning-starts", "200", "--train-frequency",
+                                     "4", "--gradient-steps", "1"], "eval return")
+    assert code == 0, err
     assert "interrupted at step" in out and "--resume" in out
     assert (only_run_dir(tmp_path) / "ckpt" / "latest.pt").exists()
 
