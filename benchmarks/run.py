@@ -49,6 +49,7 @@ C51 = "distributional_rl/c51/train.py"
 D4PG = "distributional_rl/d4pg/train.py"
 TRPO = "classic_rl/trpo/train.py"
 DPPO = "classic_rl/dppo/train.py"
+A3C = "classic_rl/a3c/train.py"
 SB3 = "benchmarks/sb3_baseline.py"
 # Side-by-side comparisons evaluate both sides at the same points (every 2,048 steps, 10 greedy episodes).
 SAME_EVAL = ("--eval-every", "2048")
@@ -75,6 +76,7 @@ RL_SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
                     "32", *TINY)),
     "trpo": (TRPO, ("--num-envs", "2", "--num-steps", "128", "--critic-epochs", "1", *TINY)),
     "dppo": (DPPO, ("--num-envs", "2", "--num-steps", "64", "--num-minibatches", "1", "--update-epochs", "1", *TINY)),
+    "a3c": (A3C, ("--num-workers", "2", *TINY)),
     "c51": (C51, ("--learning-starts", "100", "--train-frequency", "4", "--gradient-steps", "1", *TINY)),
     "sb3_ppo": (SB3, ("--algo", "ppo", "--eval-every", "256", "--eval-episodes", "2")),
 }
@@ -117,6 +119,13 @@ SUITES: dict[str, list[Entry]] = {
     ],
     "trpo-pendulum": [Entry("trpo", TRPO, "Pendulum-v1", 200_000, -250)],
     "trpo-lunarlander-continuous": [Entry("trpo", TRPO, "LunarLanderContinuous-v3", 200_000, 200)],
+    "a3c-cartpole": [
+        # 1 and 2 Hogwild workers, each stopping at its first evaluation >= 475: wall-clock to solve vs workers.
+        Entry("a3c-1w (1 worker)", A3C, "CartPole-v1", 100_000, 475,
+              ("--num-workers", "1", "--eval-every", "5000", "--target-return", "475")),
+        Entry("a3c-2w (2 workers)", A3C, "CartPole-v1", 100_000, 475,
+              ("--num-workers", "2", "--eval-every", "5000", "--target-return", "475")),
+    ],
     "dppo-cartpole": [Entry("dppo", DPPO, "CartPole-v1", 100_000, 475, SAME_EVAL)],  # 2 workers x 4 envs
     # env steps/s of the whole run (collection and the synchronous gradient rounds) with 1, 2 and 4 workers on
     # Hopper-v5 (PPO's MuJoCo preset per worker: 1 env x 2048 steps, 32 minibatches x 10 epochs per update)
