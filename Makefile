@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 1 2 3
 
-.PHONY: setup demo test lint bench bench-pg bench-trpo bench-dppo bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-dqn bench-c51 bench-d4pg bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
+.PHONY: setup demo test lint bench bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-dqn bench-c51 bench-d4pg bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ bench-trpo: setup ## TRPO on CartPole-v1 beside sb3-contrib's TRPO (~5 min), Pen
 bench-dppo: setup ## DPPO (2 Ray workers) on CartPole-v1 (~6 min), env steps/s with 1, 2 and 4 workers on Hopper-v5
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite dppo-cartpole
 	$(BIN)/python benchmarks/run.py --seeds 1 --suite dppo-workers
+
+bench-a3c: setup ## A3C on CartPole-v1 with 1 and 2 Hogwild workers, to the first evaluation >= 475 (x 3 seeds, ~3 min)
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite a3c-cartpole
+
+bench-acer: setup ## ACER on CartPole-v1 (300k steps, ~2 min a seed), LunarLander-v3 with and without the trust region (1M, ~5 min a run)
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite acer-cartpole --suite acer-lunarlander
+	cp benchmarks/results/acer-cartpole/curves.png classic_rl/acer/figures/cartpole_trust_region.png
+	cp benchmarks/results/acer-lunarlander/curves.png classic_rl/acer/figures/lunarlander_trust_region.png
 
 bench-offpolicy: setup ## DDPG, TD3, SAC (+ SB3's SAC) on Pendulum-v1, 20k steps; discrete SAC on CartPole (x 3 seeds, ~35 min)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite offpolicy-pendulum
@@ -103,7 +111,7 @@ bench-vit: setup ## ViT: MNIST-5000 from scratch, digits, fine-tuning demo, roll
 		--out vit/figures/rollout_chelsea_untrained.png
 	$(BIN)/python vit/bench_speed.py --out vit/figures/bench_speed.json
 
-bench: bench-fundamentals bench-dqn bench-c51 bench-d4pg bench-pg bench-trpo bench-dppo bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
+bench: bench-fundamentals bench-dqn bench-c51 bench-d4pg bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
 
 clean: ## remove runs, caches and build leftovers (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -538,10 +538,10 @@ def find_wrapper(envs: gym.vector.VectorEnv, cls: type) -> Any:
 
 # Which of the playground's algorithms fit which spaces: the hint of :func:`require_space`.
 ALGORITHMS_FOR_SPACE: dict[str, str] = {
-    "Discrete action": "DQN (classic_rl/dqn), discrete SAC (classic_rl/sac_discrete), REINFORCE, Actor-Critic, "
-                       "A2C, PPO",
-    "Box action": "REINFORCE, Actor-Critic, A2C, PPO (classic_rl/{reinforce,actor_critic,a2c,ppo}); DQN only with "
-                  "--discrete-actions N",
+    "Discrete action": "DQN (classic_rl/dqn), C51 (distributional_rl/c51), discrete SAC (classic_rl/sac_discrete), "
+                       "ACER (classic_rl/acer), REINFORCE, Actor-Critic, A2C, A3C, PPO, DPPO, TRPO",
+    "Box action": "SAC, TD3, DDPG (classic_rl/{sac,td3,ddpg}), D4PG (distributional_rl/d4pg), REINFORCE, "
+                  "Actor-Critic, A2C, A3C, PPO, DPPO, TRPO (classic_rl/...); DQN only with --discrete-actions N",
     "Box observation": "every MLP policy",
     "Dict observation": "goal-conditioned algorithms (flatten the Dict with gymnasium.wrappers.FlattenObservation "
                         "for an MLP)",

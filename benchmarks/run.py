@@ -50,6 +50,7 @@ D4PG = "distributional_rl/d4pg/train.py"
 TRPO = "classic_rl/trpo/train.py"
 DPPO = "classic_rl/dppo/train.py"
 A3C = "classic_rl/a3c/train.py"
+ACER = "classic_rl/acer/train.py"
 SB3 = "benchmarks/sb3_baseline.py"
 # Side-by-side comparisons evaluate both sides at the same points (every 2,048 steps, 10 greedy episodes).
 SAME_EVAL = ("--eval-every", "2048")
@@ -77,6 +78,7 @@ RL_SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "trpo": (TRPO, ("--num-envs", "2", "--num-steps", "128", "--critic-epochs", "1", *TINY)),
     "dppo": (DPPO, ("--num-envs", "2", "--num-steps", "64", "--num-minibatches", "1", "--update-epochs", "1", *TINY)),
     "a3c": (A3C, ("--num-workers", "2", *TINY)),
+    "acer": (ACER, ("--num-envs", "2", "--num-steps", "16", "--replay-start", "4", "--buffer-segments", "64", *TINY)),
     "c51": (C51, ("--learning-starts", "100", "--train-frequency", "4", "--gradient-steps", "1", *TINY)),
     "sb3_ppo": (SB3, ("--algo", "ppo", "--eval-every", "256", "--eval-episodes", "2")),
 }
@@ -125,6 +127,15 @@ SUITES: dict[str, list[Entry]] = {
               ("--num-workers", "1", "--eval-every", "5000", "--target-return", "475")),
         Entry("a3c-2w (2 workers)", A3C, "CartPole-v1", 100_000, 475,
               ("--num-workers", "2", "--eval-every", "5000", "--target-return", "475")),
+    ],
+    # each with the trust region off too (a label of its own: run folders are named after the label's first word)
+    "acer-cartpole": [
+        Entry("acer", ACER, "CartPole-v1", 300_000, 475),
+        Entry("acer_no_tr (--no-trust-region)", ACER, "CartPole-v1", 300_000, 475, ("--no-trust-region",)),
+    ],
+    "acer-lunarlander": [
+        Entry("acer", ACER, "LunarLander-v3", 1_000_000, 200),
+        Entry("acer_no_tr (--no-trust-region)", ACER, "LunarLander-v3", 1_000_000, 200, ("--no-trust-region",)),
     ],
     "dppo-cartpole": [Entry("dppo", DPPO, "CartPole-v1", 100_000, 475, SAME_EVAL)],  # 2 workers x 4 envs
     # env steps/s of the whole run (collection and the synchronous gradient rounds) with 1, 2 and 4 workers on
