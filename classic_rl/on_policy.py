@@ -49,6 +49,31 @@ class PolicyArgs(rl_utils.CommonArgs):
 
 
 @dataclass
+class RMSpropArgs(PolicyArgs):
+    """PolicyArgs plus the optimizer flags of the A3C family (A2C, A3C, ACER): RMSprop as the A3C paper (and SB3's
+    A2C) use, or Adam."""
+
+    learning_rate: float = 7e-4
+    """learning rate"""
+    optimizer: str = "rmsprop"
+    """rmsprop (as the A3C paper and SB3) or adam"""
+    rms_alpha: float = 0.99
+    """RMSprop smoothing constant"""
+    optim_eps: float = 1e-5
+    """ε of RMSprop / Adam (1e-5, larger than torch's default, keeps early steps from exploding)"""
+
+    LIMITS = {"learning_rate": (0, None), "rms_alpha": (0, 1), "optim_eps": (0, None)}
+    CHOICES = {"optimizer": ("rmsprop", "adam")}
+
+
+def make_optimizer(args: RMSpropArgs, params: Any) -> torch.optim.Optimizer:
+    """The optimizer ``args.optimizer`` names, over ``params``, with the flags above."""
+    if args.optimizer == "adam":
+        return torch.optim.Adam(params, lr=args.learning_rate, eps=args.optim_eps)
+    return torch.optim.RMSprop(params, lr=args.learning_rate, alpha=args.rms_alpha, eps=args.optim_eps)
+
+
+@dataclass
 class Progress:
     """Counters a checkpoint carries."""
 

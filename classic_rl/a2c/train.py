@@ -23,25 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 import rl_utils  # noqa: E402
 from classic_rl import on_policy  # noqa: E402
-from classic_rl.a2c.model import ActorCritic  # noqa: E402
 
 
 @dataclass
-class Args(on_policy.PolicyArgs):
+class Args(on_policy.RMSpropArgs):
     """Train A2C (synchronous advantage actor-critic) on a gymnasium env with Discrete or Box actions."""
 
     num_steps: int = 5
     """steps per env per update: the n of the n-step return"""
-    learning_rate: float = 7e-4
-    """learning rate"""
     anneal_lr: bool = False
     """decay the learning rate linearly to 0 over the run"""
-    optimizer: str = "rmsprop"
-    """rmsprop (as the A3C paper and SB3) or adam"""
-    rms_alpha: float = 0.99
-    """RMSprop smoothing constant"""
-    optim_eps: float = 1e-5
-    """ε of RMSprop / Adam (1e-5, larger than torch's default, keeps early steps from exploding)"""
     gae_lambda: float = 1.0
     """GAE λ; 1.0 = plain n-step returns, as in the paper"""
     norm_adv: bool = False
@@ -55,7 +46,7 @@ class Args(on_policy.PolicyArgs):
     log_every: int = 1_000
     """env steps between loss/SPS log rows (an update happens every num_steps x num_envs steps)"""
 
-    LIMITS = {"learning_rate": (0, None), "gae_lambda": (0, 1), "ent_coef": (0, None), "vf_coef": (0, None),
+    LIMITS = {"gae_lambda": (0, 1), "ent_coef": (0, None), "vf_coef": (0, None),
               "max_grad_norm": (0, None), "log_every": (1, None)}
 
 
@@ -92,22 +83,13 @@ def a2c_loss(
                   "entropy": entropy_mean.detach()}
 
 
-def make_optimizer(args: Args, agent: ActorCritic) -> torch.optim.Optimizer:
-    if args.optimizer == "rmsprop":
-        return torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=args.rms_alpha,
-                                   eps=args.optim_eps)
-    if args.optimizer == "adam":
-        return torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optim_eps)
-    raise rl_utils.UsageError(f"--optimizer must be rmsprop or adam, got {args.optimizer!r}")
-
-
 def main() -> None:
     args, ckpt = rl_utils.parse_run_args(Args, presets=PRESETS)
     if args.eval_only:
         return on_policy.eval_only(Args, args, "A2C")
     batch_size = args.num_steps * args.num_envs
     num_iterations = -(-args.total_timesteps // batch_size)  # ceil: at least total_timesteps steps
-    s = on_policy.Session(args, ckpt, "A2C", lambda agent: make_optimizer(args, agent))
+    s = on_policy.Session(args, ckpt, "A2C", lambda agent: on_policy.make_optimizer(args, agent.parameters()))
     agent, optimizer, buffer, progress, run = s.agent, s.optimizer, s.buffer, s.progress, s.run
     run.progress(num_iterations * batch_size, progress.global_step)
     interrupt = rl_utils.GracefulInterrupt()

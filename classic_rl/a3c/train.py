@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 
 import rl_utils  # noqa: E402
 from classic_rl import on_policy  # noqa: E402
+from classic_rl.a2c import train as a2c  # noqa: E402
 from classic_rl.a2c.train import a2c_loss  # noqa: E402
 from classic_rl.a3c.model import ActorCritic  # noqa: E402
 
@@ -45,11 +46,11 @@ CPU = torch.device("cpu")
 
 
 @dataclass
-class Args(on_policy.PolicyArgs):
+class Args(a2c.Args):
     """Train A3C (asynchronous advantage actor-critic, Hogwild workers) on a gymnasium env with Discrete or Box
     actions. Runs on the CPU (the workers share the model in CPU memory). A resume restores the weights, the
     optimizer statistics and the counters, but is not exact: Hogwild's interleaving of updates is not
-    reproducible."""
+    reproducible. The loss and its flags are A2C's (classic_rl/a2c/train.py)."""
 
     resume: str = ""
     """checkpoint file, or run folder (its ckpt/latest.pt), to continue from: weights, optimizer statistics and
@@ -71,32 +72,15 @@ class Args(on_policy.PolicyArgs):
     """envs per worker (SyncVectorEnv); one update uses num_steps x num_envs transitions"""
     num_steps: int = 20
     """steps per env per update: the n of the n-step return (the paper: 5, unstable on CartPole here)"""
-    learning_rate: float = 7e-4
-    """learning rate of the shared optimizer"""
-    anneal_lr: bool = False
-    """decay the learning rate linearly to 0 over --total-timesteps (the paper does)"""
     optimizer: str = "rmsprop"
     """rmsprop (the paper's shared RMSprop) or adam; both keep their statistics in shared memory"""
-    rms_alpha: float = 0.99
-    """RMSprop smoothing constant"""
-    optim_eps: float = 1e-5
-    """ε of RMSprop / Adam"""
-    gae_lambda: float = 1.0
-    """GAE λ; 1.0 = plain n-step returns, as in the paper"""
-    norm_adv: bool = False
-    """standardise advantages per update (over one worker's num_steps x num_envs transitions)"""
     ent_coef: float = 0.01
     """entropy bonus coefficient (the paper: 0.01)"""
-    vf_coef: float = 0.5
-    """value loss coefficient"""
-    max_grad_norm: float = 0.5
-    """global gradient-norm clipping of each worker's gradient"""
     log_every: int = 1_000
     """env steps (per worker) between the loss rows a worker sends; the main process logs SPS as often"""
 
-    LIMITS = {"num_workers": (1, None), "learning_rate": (0, None), "gae_lambda": (0, 1), "ent_coef": (0, None),
-              "vf_coef": (0, None), "max_grad_norm": (0, None), "log_every": (1, None)}
-    CHOICES = {"optimizer": ("rmsprop", "adam"), "start_method": ("fork", "spawn")}
+    LIMITS = {"num_workers": (1, None)}
+    CHOICES = {"start_method": ("fork", "spawn")}
 
     def __post_init__(self) -> None:
         if self.norm_obs or self.norm_reward:  # each worker would keep statistics of its own

@@ -34,7 +34,7 @@ from classic_rl.policies import parse_hidden  # noqa: E402
 
 
 @dataclass
-class Args(on_policy.PolicyArgs):
+class Args(on_policy.RMSpropArgs):
     """Train ACER (off-policy actor-critic: Retrace, truncated importance weights, trust region) on a gymnasium
     env with Discrete actions."""
 
@@ -42,14 +42,6 @@ class Args(on_policy.PolicyArgs):
     """steps per env per rollout: the length of a replayed segment (Retrace runs along it)"""
     shared_trunk: bool = True
     """policy and Q heads share their hidden layers (as in the paper); --no-shared-trunk gives Q its own"""
-    learning_rate: float = 7e-4
-    """learning rate"""
-    optimizer: str = "rmsprop"
-    """rmsprop (as the paper) or adam"""
-    rms_alpha: float = 0.99
-    """RMSprop smoothing constant"""
-    optim_eps: float = 1e-5
-    """ε of RMSprop / Adam"""
     replay_ratio: float = 4.0
     """off-policy updates per on-policy update: Poisson(k) draws of it (the paper) or exactly round(k)"""
     poisson_replay: bool = True
@@ -80,7 +72,7 @@ class Args(on_policy.PolicyArgs):
     """include the replay in ckpt/latest.pt and step_N.pt (needed for an exact resume; --no-save-buffer: smaller
     checkpoints, the resumed run refills the replay)"""
 
-    LIMITS = {"learning_rate": (0, None), "replay_ratio": (0, None), "buffer_segments": (1, None),
+    LIMITS = {"replay_ratio": (0, None), "buffer_segments": (1, None),
               "replay_start": (1, None), "replay_batch": (0, None), "truncation_c": (0, None), "delta": (0, None),
               "avg_decay": (0, 1), "q_coef": (0, None), "ent_coef": (0, None), "max_grad_norm": (0, None),
               "log_every": (1, None)}
@@ -174,15 +166,6 @@ def acer_loss(logits: torch.Tensor, q: torch.Tensor, avg_logits: torch.Tensor | 
     return loss, stats
 
 
-def make_optimizer(args: Args, agent: ACERNet) -> torch.optim.Optimizer:
-    if args.optimizer == "rmsprop":
-        return torch.optim.RMSprop(agent.parameters(), lr=args.learning_rate, alpha=args.rms_alpha,
-                                   eps=args.optim_eps)
-    if args.optimizer == "adam":
-        return torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=args.optim_eps)
-    raise rl_utils.UsageError(f"--optimizer must be rmsprop or adam, got {args.optimizer!r}")
-
-
 DISCRETE_ONLY = ("; this ACER is discrete-only (the paper's continuous variant is not implemented here): for a Box "
                  "action space use PPO or A2C (classic_rl/{ppo,a2c}), SAC, TD3 or DDPG (classic_rl/{sac,td3,ddpg})")
 
@@ -201,7 +184,8 @@ class Session(on_policy.Session):
     the average policy network and the segment replay, both in every checkpoint."""
 
     def __init__(self, args: Args, ckpt: rl_utils.Checkpoint | None):
-        super().__init__(args, ckpt, "ACER", lambda agent: make_optimizer(args, agent), make_agent=build_net)
+        super().__init__(args, ckpt, "ACER", lambda agent: on_policy.make_optimizer(args, agent.parameters()),
+                         make_agent=build_net)
         self.average = copy.deepcopy(self.agent).requires_grad_(False)
         self.replay = SegmentReplay(args.buffer_segments, args.num_steps, self.envs.single_observation_space.shape,
                                     int(self.envs.single_action_space.n))
