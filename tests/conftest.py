@@ -86,3 +86,17 @@ def interrupt_when(argv: list[str], marker: str, env: dict | None = None, wait: 
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     return proc.returncode, out, err
+
+
+def assert_ctrl_c_saves_and_stops_ray(argv: list, runs_dir: Path, ray_tmp: str) -> None:
+    """A Ray run interrupted once its progress shows: exit 0, the resume hint, ``ckpt/latest.pt``, no Ray process
+    left under ``ray_tmp``."""
+    import time
+
+    code, out, err = interrupt_when([*argv, "--runs-dir", runs_dir], "progress: step",
+                                    env={**ray_env(ray_tmp), "DLRL_PROGRESS_SECONDS": "0"})
+    assert code == 0, err[-3000:]
+    assert "interrupted at step" in out and "--resume" in out
+    assert (only_run_dir(runs_dir) / "ckpt" / "latest.pt").exists()
+    time.sleep(1)
+    assert ray_processes(ray_tmp) == []

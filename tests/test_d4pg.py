@@ -23,7 +23,7 @@ from classic_rl.continuous import DeterministicActor
 from distributional_rl.categorical import make_support
 from distributional_rl.d4pg.model import CategoricalCritic
 from distributional_rl.d4pg.train import Args, actor_loss, critic_loss, explorer_seeds, update
-from tests.conftest import ROOT, interrupt_when, only_run_dir, ray_env, ray_processes, run_script
+from tests.conftest import ROOT, assert_ctrl_c_saves_and_stops_ray, only_run_dir, ray_env, ray_processes, run_script
 from tests.test_distributional import brute_force_projection
 
 TRAIN = "distributional_rl/d4pg/train.py"
@@ -179,14 +179,8 @@ def test_an_explorer_that_dies_is_restarted_and_the_run_goes_on(tmp_path, ray_tm
 
 
 def test_ctrl_c_saves_the_learner_and_stops_every_actor(tmp_path, ray_tmp):
-    code, out, err = interrupt_when([TRAIN, "--runs-dir", tmp_path, *TINY, "--total-timesteps", "10000000",
-                                     "--num-actors", "1"], "progress: step",
-                                    env={**ray_env(ray_tmp), "DLRL_PROGRESS_SECONDS": "0"})
-    assert code == 0, err[-3000:]
-    assert "interrupted at step" in out and "--resume" in out
-    assert (only_run_dir(tmp_path) / "ckpt" / "latest.pt").exists()
-    time.sleep(1)
-    assert ray_processes(ray_tmp) == []
+    assert_ctrl_c_saves_and_stops_ray([TRAIN, *TINY, "--total-timesteps", "10000000", "--num-actors", "1"],
+                                      tmp_path, ray_tmp)
 
 
 def test_joins_a_separately_started_ray_head(tmp_path, ray_tmp):

@@ -20,7 +20,7 @@ from gymnasium.wrappers.utils import RunningMeanStd
 
 from classic_rl.dppo.train import Args, Worker, average_gradients, get_flat, obs_moments_since, pooled_moments
 from classic_rl.ppo.train import ppo_loss
-from tests.conftest import ROOT, interrupt_when, only_run_dir, ray_env, ray_processes, run_script
+from tests.conftest import ROOT, assert_ctrl_c_saves_and_stops_ray, only_run_dir, ray_env, ray_processes, run_script
 
 TRAIN = "classic_rl/dppo/train.py"
 TINY = ("--total-timesteps", "512", "--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2",
@@ -136,14 +136,8 @@ def test_a_worker_that_raises_ends_the_run_with_one_line(tmp_path, ray_tmp):
 
 
 def test_ctrl_c_saves_a_checkpoint_and_stops_every_worker(tmp_path, ray_tmp):
-    code, out, err = interrupt_when([TRAIN, "--runs-dir", tmp_path, *TINY, "--total-timesteps", "10000000",
-                                     "--eval-every", "0"], "progress: step",
-                                    env={**ray_env(ray_tmp), "DLRL_PROGRESS_SECONDS": "0"})
-    assert code == 0, err[-3000:]
-    assert "interrupted at step" in out and "--resume" in out
-    assert (only_run_dir(tmp_path) / "ckpt" / "latest.pt").exists()
-    time.sleep(1)
-    assert ray_processes(ray_tmp) == []
+    assert_ctrl_c_saves_and_stops_ray([TRAIN, *TINY, "--total-timesteps", "10000000", "--eval-every", "0"],
+                                      tmp_path, ray_tmp)
 
 
 def test_bad_input_is_one_error_line(tmp_path, ray_tmp):
