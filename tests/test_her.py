@@ -1,0 +1,109 @@
+"""HER groundwork: the goal envs (check_env, vectorised compute_reward, the bit-flipping horizon) and the HER
+buffer's relabelling (rewards recomputed for the new goals, `future` goals from later steps of the same episode,
+relabelled fraction k/(k+1), overwritten episodes dropped whole)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import classic_rl.her.envs  # noqa: F401 (registers the ids)
+from classic_rl.her.buffer import HERBuffer
+
+
+@pytest.mark.parametrize("kwargs", [dict(id="BitFlipping-v0", n_bits=8), dict(id="PointReach-v0")])
+def test_goal_envs_pass_check_env_and_reward_is_vectorised(kwargs):
+    env = gym.make(**kwargs)
+    check_env(env.unwrapped)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"observation", "achieved_goal", "desired_goal"}
+    space = env.observation_space["achieved_goal"]
+    rng = np.random.default_rng(0)
+    achieved = rng.integers(0, 2, (64, *space.shape)).astype(np.float32)
+    desired = achieved.copy()
+    desired[::2] = rng.integers(0, 2, (32, *space.shape))  # half kept equal, half random
+    batch = env.unwrapped.compute_reward(achieved, desired, {})
+    one_by_one = [env.unwrapped.compute_reward(a, d, {}) for a, d in zip(achieved, desired)]
+    np.testing.assert_array_equal(batch, np.array(one_by_one))
+    assert set(np.unique(batch)) <= {0.0, -1.0} and (batch[1::2] == 0).all()
+
+
+def test_bit_flipping_terminates_on_success_and_truncates_after_n_steps():
+    env = gym.make("BitFlipping-v0", n_bits=4)
+    obs, _ = env.reset(seed=1)
+    wrong = np.flatnonzero(obs["achieved_goal"] != obs["desired_goal"])
+    for i, bit in enumerate(wrong):  # flip exactly the wrong bits: success on the last flip
+        obs, reward, terminated, truncated, info = env.step(bit)
+        last = i == len(wrong) - 1
+        assert terminated == last and reward == (0.0 if last else -1.0) and info["is_success"] == float(last)
+    for seed in range(100):  # a start with a bit already right: flipping it back and forth never succeeds
+        obs, _ = env.reset(seed=seed)
+        right = np.flatnonzero(obs["achieved_goal"] == obs["desired_goal"])
+        if len(right):
+            break
+    for step in range(4):
+        obs, reward, terminated, truncated, _ = env.step(right[0])
+        assert not terminated and reward == -1.0 and truncated == (step == 3)  # the horizon is n = 4 steps
+
+
+def _episodes_buffer(strategy: str, k: int = 4, capacity: int = 1000) -> tuple[HERBuffer, list[int]]:
+    """Episodes whose achieved goals encode (episode, step) so a sampled goal says where it came from."""
+    buffer = HERBuffer(capacity, obs_dim=2, goal_dim=2, action_shape=(), action_dtype=np.int64,
+                       compute_reward=lambda a, d, info: -(np.abs(a - d).sum(-1) > 0).astype(np.float32),
+                       strategy=strategy, k=k, seed=3)
+    lengths = [5, 9, 3, 12, 7]
+    for e, length in enumerate(lengths):
+        steps = np.arange(length + 1, dtype=np.float32)
+        achieved = np.stack([np.full(length + 1, e, dtype=np.float32), steps], 1)
+        buffer.add_episode(achieved, achieved, np.full((length, 2), -1.0, dtype=np.float32),
+                           np.zeros(length, dtype=np.int64), -np.ones(length, dtype=np.float32),
+                           np.zeros(length, dtype=bool))
+    return buffer, lengths
+
+
+@pytest.mark.parametrize("strategy", ["future", "final", "episode"])
+def test_relabelled_goals_come_from_the_same_episode_and_rewards_follow(strategy):
+    buffer, lengths = _episodes_buffer(strategy)
+    batch = buffer.sample(20_000)
+    obs_episode, obs_step = batch.observation[:, 0], batch.observation[:, 1]
+    goal_episode, goal_step = batch.desired_goal[:, 0], batch.desired_goal[:, 1]
+    r = batch.relabelled
+    assert (goal_episode[r] == obs_episode[r]).all()  # the same episode
+    length = np.array(lengths)[obs_episode[r].astype(int)]
+    if strategy == "future":  # an achieved goal of a later step: ag_{t'+1}, t' >= t
+        assert (goal_step[r] >= obs_step[r] + 1).all() and (goal_step[r] <= length).all()
+    elif strategy == "final":
+        assert (goal_step[r] == length).all()
+    else:
+        assert (goal_step[r] >= 1).all() and (goal_step[r] <= length).all()
+    # rewards and terminations recomputed for the new goal: 0 / terminated exactly where ag_{t+1} == g'
+    reached = (batch.next_observation == batch.desired_goal).all(1)
+    np.testing.assert_array_equal(batch.rewards[r], np.where(reached[r], 0.0, -1.0))
+    np.testing.assert_array_equal(batch.terminated[r], reached[r])
+    assert (batch.rewards[~r] == -1).all() and (batch.desired_goal[~r] == -1).all()  # the real ones untouched
+    if strategy == "future":
+        assert reached[r].any() and not reached[r].all()
+
+
+@pytest.mark.parametrize("k", [1, 4, 8])
+def test_relabelled_fraction_is_k_over_k_plus_1(k):
+    buffer, _ = _episodes_buffer("future", k=k)
+    n = 40_000
+    fraction = buffer.sample(n).relabelled.mean()
+    expected = k / (k + 1)
+    assert abs(fraction - expected) < 4 * np.sqrt(expected * (1 - expected) / n)
+
+
+def test_overwritten_episodes_are_dropped_whole():
+    buffer, lengths = _episodes_buffer("future", capacity=40)  # 36 transitions fit; the next episode wraps
+    length = 10
+    achieved = np.stack([np.full(length + 1, 9.0, dtype=np.float32), np.arange(length + 1, dtype=np.float32)], 1)
+    buffer.add_episode(achieved, achieved, np.zeros((length, 2), np.float32), np.zeros(length, np.int64),
+                       -np.ones(length, np.float32), np.zeros(length, bool))
+    # slots 0-9 now hold episode 5; episodes 0 (slots 0-4) and 1 (slots 5-13) were hit, so both are gone whole
+    kept = set(np.unique(buffer.episode_id[buffer.episode_id >= 0]))
+    assert kept == {2, 3, 4, 5} and len(buffer) == 3 + 12 + 7 + 10
+    batch = buffer.sample(5_000)
+    assert set(np.unique(batch.observation[:, 0])) == {2.0, 3.0, 4.0, 9.0}
