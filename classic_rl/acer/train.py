@@ -236,8 +236,6 @@ def main() -> None:
     args, ckpt = rl_utils.parse_run_args(Args, presets=PRESETS)
     if args.eval_only:
         return on_policy.eval_only(Args, args, "ACER", make_agent=build_net)
-    if args.optimizer not in ("rmsprop", "adam"):
-        raise rl_utils.UsageError(f"--optimizer must be rmsprop or adam, got {args.optimizer!r}")
     batch_size = args.num_steps * args.num_envs
     num_iterations = -(-args.total_timesteps // batch_size)  # ceil: at least total_timesteps steps
     s = Session(args, ckpt)
