@@ -1905,7 +1905,7 @@ def plot_curves(
         known = sorted({row for r in map(Path, run_dirs) for row in _tags(r)})
         raise UsageError(f"no data for tag(s) {', '.join(tags)} in these runs; tags there: {', '.join(known)}")
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("return")
+    ax.set_ylabel("return" if all("return" in t for t in tags) else " / ".join(tags))  # e.g. eval/success_rate
     ax.set_title(title or ", ".join(tags))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -25,7 +25,8 @@ RL_SCRIPTS = ["classic_rl/dqn/train.py", "classic_rl/ppo/train.py", "classic_rl/
               "classic_rl/reinforce/train.py", "classic_rl/actor_critic/train.py", "classic_rl/sac/train.py",
               "classic_rl/td3/train.py", "classic_rl/ddpg/train.py", "classic_rl/sac_discrete/train.py",
               "distributional_rl/c51/train.py", "distributional_rl/d4pg/train.py", "classic_rl/trpo/train.py",
-              "classic_rl/dppo/train.py", "classic_rl/a3c/train.py", "classic_rl/acer/train.py"]
+              "classic_rl/dppo/train.py", "classic_rl/a3c/train.py", "classic_rl/acer/train.py",
+              "classic_rl/her/train.py"]
 HAS_CNN = ("classic_rl/dqn/train.py", "distributional_rl/c51/train.py")  # these run image observations
 RL_CASES = [
     (["--total-timesteps", "0"], "--total-timesteps must be >= 1"),

@@ -106,3 +106,12 @@ if "BitFlipping-v0" not in gym.registry:
     gym.register("BitFlipping-v0", entry_point=BitFlippingEnv)  # truncates itself after n_bits steps
 if "PointReach-v0" not in gym.registry:
     gym.register("PointReach-v0", entry_point=PointReachEnv, max_episode_steps=50)
+
+
+def bit_flipping_id(n_bits: int) -> str:
+    """``BitFlipping{n}-v0``: ``BitFlipping-v0`` with ``n_bits`` fixed, registered on first use, so code that makes
+    envs from an id alone (rl_utils.make_env, evaluation) builds the right one."""
+    env_id = f"BitFlipping{n_bits}-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=BitFlippingEnv, kwargs={"n_bits": n_bits})
+    return env_id
