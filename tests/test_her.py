@@ -115,6 +115,22 @@ def test_overwritten_episodes_are_dropped_whole():
 TRAIN = "classic_rl/her/train.py"
 
 
+def test_dqn_batch_conditions_on_the_relabelled_goal_and_cuts_at_its_success():
+    """What DQN learns from: inputs are [observation, goal] with the (relabelled) goal, done = that goal reached."""
+    import torch
+
+    from classic_rl.her.train import dqn_batch
+
+    buffer, _ = _episodes_buffer("future")
+    b = buffer.sample(256)
+    batch = dqn_batch(b, 0.98, torch.device("cpu"))
+    np.testing.assert_array_equal(batch.obs.numpy(), np.concatenate([b.observation, b.desired_goal], 1))
+    np.testing.assert_array_equal(batch.next_obs.numpy()[:, 2:], b.desired_goal)
+    np.testing.assert_array_equal(batch.dones.numpy(), b.terminated.astype(np.float32))
+    np.testing.assert_array_equal(batch.rewards.numpy(), b.rewards)
+    assert b.terminated.any() and (batch.discounts == 0.98).all()
+
+
 def test_dqn_her_solves_8_bits_and_writes_the_run_folder(tmp_path):
     """The issue's fast learning test: DQN+HER on 8-bit flipping (seed 1 reached a success rate of 1.0 at 2,000
     steps, ~10 s here; 4,000 steps leave a margin)."""

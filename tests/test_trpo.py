@@ -122,6 +122,32 @@ def test_accepted_step_stays_in_the_trust_region_and_improves(space, max_kl):
     assert after > before and result.improvement > 0
 
 
+def test_line_search_shrinks_a_step_whose_exact_kl_is_too_large():
+    """Where the quadratic model underestimates the KL (here: the measured KL is scaled up 1000x after the model
+    was built), the full step must be refused and only a shrunk one that truly keeps KL <= delta accepted."""
+    agent = tiny_policy(gym.spaces.Discrete(3), seed=9)
+    params = list(agent.actor_parameters())
+    gen = torch.Generator().manual_seed(10)
+    obs = torch.randn(64, 3, generator=gen)
+    with torch.no_grad():
+        actions, old_logprob, _ = agent.act(obs)
+    adv = torch.randn(64, generator=gen)
+    old = detached(agent.distribution(obs))
+    calls = {"n": 0}
+
+    def surrogate():
+        logprob, _, _ = agent.evaluate_actions(obs, actions)
+        return (torch.exp(logprob - old_logprob) * adv).mean()
+
+    def kl_to_old():
+        calls["n"] += 1
+        kl = mean_kl(old, agent.distribution(obs))
+        return kl if calls["n"] == 1 else 1000 * kl  # the first call builds the Fisher products
+
+    result = trpo_step(params, surrogate, kl_to_old, 0.01, 10, 0.1, line_search_steps=40, shrink=0.8)
+    assert result.accepted and result.step_fraction < 0.1 and result.kl <= 0.01
+
+
 def test_rejected_step_leaves_the_policy_unchanged():
     """A surrogate that only gets worse along the proposed step: the line search gives up, θ stays θ_old."""
     agent = tiny_policy(gym.spaces.Discrete(3), seed=7)

@@ -27,7 +27,7 @@ import rl_utils  # noqa: E402
 from classic_rl.dqn.model import QNetwork  # noqa: E402
 from classic_rl.dqn.train import dqn_loss  # noqa: E402
 from classic_rl.her import envs as goal_envs  # noqa: E402
-from classic_rl.her.buffer import STRATEGIES, HERBuffer  # noqa: E402
+from classic_rl.her.buffer import STRATEGIES, HERBatch, HERBuffer  # noqa: E402
 from classic_rl.policies import parse_hidden  # noqa: E402
 
 
@@ -87,6 +87,16 @@ def goal_obs(obs: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([obs["observation"], obs["desired_goal"]], -1).astype(np.float32)
 
 
+def dqn_batch(b: HERBatch, gamma: float, device: torch.device) -> rl_utils.ReplayBatch:
+    """A (relabelled) HER batch as DQN's ReplayBatch: inputs [observation, goal] now and next, the goal's reward,
+    done = the goal's termination (reached it: no bootstrap), one-step discount γ, uniform weights."""
+    n = len(b.actions)
+    fields = (np.concatenate([b.observation, b.desired_goal], 1), b.actions, b.rewards,
+              np.concatenate([b.next_observation, b.desired_goal], 1), b.terminated.astype(np.float32),
+              np.full(n, gamma, np.float32), np.ones(n, np.float32))
+    return rl_utils.ReplayBatch(*(torch.as_tensor(x, device=device) for x in fields), b.indices)
+
+
 def make_envs(args: Args) -> tuple[str, gym.vector.VectorEnv]:
     env_id = goal_envs.bit_flipping_id(args.n_bits) if args.env_id == "BitFlipping-v0" else args.env_id
     envs = rl_utils.make_vec_env(env_id, args.num_envs, args.seed)
@@ -141,7 +151,7 @@ def main() -> None:
     compute_reward = envs.envs[0].unwrapped.compute_reward
     buffer = HERBuffer(args.buffer_size, obs_dim, goal_dim, (), np.int64, compute_reward, args.strategy,
                        args.k if args.her else 0, success_terminates=True, seed=args.seed)
-    progress = {"step": 0, "best": -math.inf, "last": math.nan, "last_success": math.nan}
+    progress = {"step": 0, "best": -math.inf, "last": math.nan, "last_success": math.nan, "last_step": -1}
     if ckpt is not None:
         rl_utils.Run.restore(ckpt, q_net=q_net, target=target, optimizer=optimizer)
         progress.update(ckpt["progress"])
@@ -154,6 +164,7 @@ def main() -> None:
         result = rl_utils.evaluate(eval_fn, greedy(q_net, device), args.eval_episodes,
                                    seed=args.seed + rl_utils.EVAL_SEED_OFFSET)
         progress["last"], progress["last_success"] = float(result.returns.mean()), result.success_rate
+        progress["last_step"] = progress["step"]
         run.log_dict(result.log_dict(), progress["step"])
         if progress["last_success"] >= progress["best"]:
             progress["best"] = progress["last_success"]
@@ -198,14 +209,7 @@ def main() -> None:
 
             if progress["step"] >= args.learning_starts and len(buffer):
                 for _ in range(args.gradient_steps * args.num_envs):
-                    b = buffer.sample(args.batch_size)
-                    goal = b.desired_goal
-                    batch = rl_utils.ReplayBatch(
-                        *(torch.as_tensor(x, device=device) for x in (
-                            np.concatenate([b.observation, goal], 1), b.actions, b.rewards,
-                            np.concatenate([b.next_observation, goal], 1), b.terminated.astype(np.float32),
-                            np.full(len(goal), args.gamma, np.float32), np.ones(len(goal), np.float32))),
-                        b.indices)
+                    batch = dqn_batch(buffer.sample(args.batch_size), args.gamma, device)
                     loss, _, q_taken = dqn_loss(q_net, target, batch, args.double)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -220,12 +224,16 @@ def main() -> None:
             if progress["step"] >= next_eval:
                 next_eval += args.eval_every
                 evaluate()
+            if args.checkpoint_every and progress["step"] % args.checkpoint_every < args.num_envs:
+                save(f"step_{progress['step']}")
+                save("latest")
     latest = save("latest")
     if interrupt.requested:
         run.close()
         print(f"interrupted at step {progress['step']}; resume with: python {sys.argv[0]} --resume {latest}")
         return
-    evaluate()
+    if progress.get("last_step") != progress["step"]:
+        evaluate()  # the headline number always comes from an evaluation of the final network
     run.flush()
     title = f"DQN{'+HER' if args.her else ''} on {env_id}"
     rl_utils.plot_curves([run.run_dir], run.run_dir / "learning_curve.png", tags=("eval/success_rate", "eval/return"),
