@@ -52,6 +52,7 @@ DPPO = "classic_rl/dppo/train.py"
 A3C = "classic_rl/a3c/train.py"
 ACER = "classic_rl/acer/train.py"
 SB3 = "benchmarks/sb3_baseline.py"
+HER = "classic_rl/her/train.py"
 # Side-by-side comparisons evaluate both sides at the same points (every 2,048 steps, 10 greedy episodes).
 SAME_EVAL = ("--eval-every", "2048")
 
@@ -93,6 +94,7 @@ class Entry:
     threshold: float
     flags: tuple[str, ...] = ()
     baseline: bool = False  # other entries on the same env report their time-to-threshold relative to this one
+    metric: str = "return"  # what the threshold and the "final eval" column read: eval/<metric> (HER: success_rate)
 
 
 SUITES: dict[str, list[Entry]] = {
@@ -206,6 +208,13 @@ SUITES: dict[str, list[Entry]] = {
         Entry("double", DQN, "Pendulum-v1", 20_000, -250, ("--discrete-actions", "11", "--double")),
         Entry("dueling", DQN, "Pendulum-v1", 20_000, -250, ("--discrete-actions", "11", "--dueling")),
     ],
+    # HER: success rate >= 0.9; with and without hindsight on the same budget (python classic_rl/her/train.py ...)
+    "her-bitflip": [Entry("dqn_her", HER, "BitFlipping-v0", 60_000, 0.9, metric="success_rate"),
+                    Entry("dqn", HER, "BitFlipping-v0", 60_000, 0.9, ("--no-her",), metric="success_rate")],
+    "her-fetchreach": [Entry("ddpg_her", HER, "FetchReach-v4", 20_000, 0.9, ("--algo", "ddpg"),
+                             metric="success_rate"),
+                       Entry("ddpg", HER, "FetchReach-v4", 20_000, 0.9, ("--algo", "ddpg", "--no-her"),
+                             metric="success_rate")],
 }
 
 
@@ -222,11 +231,11 @@ def run_entry(entry: Entry, seed: int, out: Path) -> dict:
         raise SystemExit(f"benchmark run failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
     run_dir = out / "runs" / name
     summary = json.loads((run_dir / "summary.json").read_text())
-    steps, secs = rl_utils.first_crossing(run_dir, entry.threshold)
+    steps, secs = rl_utils.first_crossing(run_dir, entry.threshold, tag=f"eval/{entry.metric}")
     row = {
         "label": entry.label, "env_id": entry.env_id, "seed": seed, "budget": entry.budget,
-        "threshold": entry.threshold, "final_eval_return": summary["final_eval_return"],
-        "best_eval_return": summary.get("best_eval_return", summary["final_eval_return"]),
+        "threshold": entry.threshold, "final_eval_return": summary[f"final_eval_{entry.metric}"],
+        "best_eval_return": summary.get(f"best_eval_{entry.metric}", summary[f"final_eval_{entry.metric}"]),
         "steps_to_threshold": steps, "seconds_to_threshold": None if secs is None else round(secs, 1),
         "wall_time_s": summary["wall_time_s"], "process_s": round(time.time() - t0, 1),
         "sps": round(summary["env_steps"] / summary["wall_time_s"], 1), "run_dir": str(run_dir.relative_to(ROOT))
@@ -284,8 +293,8 @@ def _mean_std(values: list[float]) -> str:
 
 
 def summarise(rows: list[dict], entries: list[Entry]) -> str:
-    lines = ["| algorithm | env | budget | threshold | reached (seeds) | final eval return | steps to threshold "
-             "(median) | s to threshold (mean) | time vs baseline | wall s (mean) | SPS |",
+    lines = ["| algorithm | env | budget | threshold | reached (seeds) | final eval (return or success) | steps to "
+             "threshold (median) | s to threshold (mean) | time vs baseline | wall s (mean) | SPS |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     secs_by_label: dict[tuple[str, str], float | None] = {}
     for entry in entries:

@@ -115,15 +115,15 @@ def test_overwritten_episodes_are_dropped_whole():
 TRAIN = "classic_rl/her/train.py"
 
 
-def test_dqn_batch_conditions_on_the_relabelled_goal_and_cuts_at_its_success():
+def test_goal_batch_conditions_on_the_relabelled_goal_and_cuts_at_its_success():
     """What DQN learns from: inputs are [observation, goal] with the (relabelled) goal, done = that goal reached."""
     import torch
 
-    from classic_rl.her.train import dqn_batch
+    from classic_rl.her.train import goal_batch
 
     buffer, _ = _episodes_buffer("future")
     b = buffer.sample(256)
-    batch = dqn_batch(b, 0.98, torch.device("cpu"))
+    batch = goal_batch(b, 0.98, torch.device("cpu"))
     np.testing.assert_array_equal(batch.obs.numpy(), np.concatenate([b.observation, b.desired_goal], 1))
     np.testing.assert_array_equal(batch.next_obs.numpy()[:, 2:], b.desired_goal)
     np.testing.assert_array_equal(batch.dones.numpy(), b.terminated.astype(np.float32))
@@ -151,3 +151,113 @@ def test_a_non_goal_env_is_one_error_line(tmp_path):
     proc = run_script(TRAIN, "--env-id", "CartPole-v1", "--runs-dir", tmp_path, check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: HER needs a goal env"), lines
+
+
+def test_her_buffer_state_round_trip_samples_the_same():
+    """--save-buffer: a buffer restored from its state_dict samples exactly what the original would have."""
+    buffer, _ = _episodes_buffer("future")
+    restored, _ = _episodes_buffer("episode", capacity=1000)  # other strategy only; the contents come from state
+    restored.strategy = buffer.strategy
+    restored.rng = np.random.default_rng(99)
+    restored.load_state_dict(buffer.state_dict())
+    a, b = buffer.sample(64), restored.sample(64)
+    for field in ("observation", "desired_goal", "rewards", "terminated", "indices"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    small, _ = _episodes_buffer("future", capacity=500)
+    with pytest.raises(ValueError, match="another buffer size"):
+        small.load_state_dict(buffer.state_dict())
+
+
+def _ddpg_learner(**overrides):
+    import torch
+
+    from classic_rl.her.train import Args, DDPGLearner
+
+    torch.manual_seed(0)
+    args = Args(algo="ddpg", hidden_sizes="16,16", **overrides)
+    return args, DDPGLearner(args, inputs=4, action_space=gym.spaces.Box(-1, 1, (2,)), device=torch.device("cpu"))
+
+
+def _goal_batch(n: int = 32, reward: float = -1.0):
+    import torch
+
+    import rl_utils
+
+    g = torch.Generator().manual_seed(1)
+    return rl_utils.ReplayBatch(torch.rand(n, 4, generator=g), torch.rand(n, 2, generator=g) * 2 - 1,
+                                torch.full((n,), reward), torch.rand(n, 4, generator=g), torch.zeros(n),
+                                torch.full((n,), 0.98), torch.ones(n), np.arange(n))
+
+
+def test_ddpg_critic_target_is_clipped_to_the_return_range():
+    """With −1/0 rewards no return lies outside [−1/(1−γ), 0]: a target network that says +100 is cut to 0."""
+    import torch
+
+    from classic_rl.td3.train import critic_loss
+
+    args, learner = _ddpg_learner()
+    with torch.no_grad():
+        for p in learner.q_target.parameters():
+            p.zero_()
+        learner.q_target.net.biases[-1].fill_(100.0)  # Q' = 100 everywhere
+    batch = _goal_batch()
+    q = learner.q(batch.obs, batch.actions).detach()
+    clipped, _ = critic_loss(learner.q, learner.q_target, learner.actor_target, batch, 0.0, 0.0, learner.target_range)
+    free, _ = critic_loss(learner.q, learner.q_target, learner.actor_target, batch, 0.0, 0.0, None)
+    assert learner.target_range == (-1 / (1 - 0.98), 0.0)
+    torch.testing.assert_close(clipped, 0.5 * (q - 0.0).pow(2).mean(1).sum())  # y = clip(−1 + 0.98·100) = 0
+    torch.testing.assert_close(free, 0.5 * (q - 97.0).pow(2).mean(1).sum())
+
+
+def test_ddpg_update_penalises_actions_and_moves_targets_only_by_polyak():
+    import copy
+
+    import torch
+
+    from classic_rl.her.train import ddpg_actor_loss
+
+    args, learner = _ddpg_learner(action_l2=1.0, tau=0.05)
+    batch = _goal_batch()
+    with torch.no_grad():
+        penalty = ddpg_actor_loss(learner.q, learner.actor, batch.obs, 1.0) - \
+            ddpg_actor_loss(learner.q, learner.actor, batch.obs, 0.0)
+        torch.testing.assert_close(penalty, learner.actor(batch.obs).pow(2).mean())
+    before = copy.deepcopy(learner.actor_target.state_dict())
+    learner.update(batch)
+    assert all(p.grad is None for p in learner.q_target.parameters())
+    assert all(p.grad is None for p in learner.actor_target.parameters())
+    for name, online in learner.actor.state_dict().items():  # θ' = θ'_old + τ (θ_new − θ'_old)
+        torch.testing.assert_close(learner.actor_target.state_dict()[name], torch.lerp(before[name], online, 0.05))
+
+
+def test_ddpg_her_on_point_reach_runs_resumes_with_its_replay_and_evaluates(tmp_path):
+    """A tiny DDPG+HER run (the learning numbers are in the README): run folder, summary, the HER replay in the
+    checkpoint (--save-buffer) so --resume continues without refilling it, and --eval-only."""
+    common = ("--algo", "ddpg", "--env-id", "PointReach-v0", "--learning-starts", "100", "--batch-size", "32",
+              "--hidden-sizes", "32,32", "--eval-every", "0", "--eval-episodes", "4", "--save-buffer",
+              "--runs-dir", tmp_path)
+    run_script(TRAIN, *common, "--total-timesteps", "300")
+    run = only_run_dir(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["algo"] == "ddpg_her" and summary["env_steps"] == 300 and summary["env_id"] == "PointReach-v0"
+    assert 0.0 <= summary["final_eval_success_rate"] <= 1.0
+    resumed = run_script(TRAIN, "--resume", run, "--total-timesteps", "400")
+    assert "refills" not in resumed.stdout and "after 400 env steps" in resumed.stdout, resumed.stdout[-1000:]
+    evaluated = run_script(TRAIN, "--eval-only", "--checkpoint", run / "ckpt" / "latest.pt").stdout
+    assert "eval success rate" in evaluated and "checkpoint step 400" in evaluated
+
+
+def test_ddpg_her_makes_fetch_reach_on_the_pinned_mujoco(tmp_path):
+    """gymnasium-robotics' FetchReach-v4 (the default of --algo ddpg) builds and trains a few steps: its ``make``
+    fails on mujoco >= 3.12, which requirements.txt pins below."""
+    out = run_script(TRAIN, "--algo", "ddpg", "--total-timesteps", "100", "--learning-starts", "50",
+                     "--batch-size", "16", "--hidden-sizes", "16,16", "--eval-every", "0", "--eval-episodes", "1",
+                     "--runs-dir", tmp_path).stdout
+    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["env_id"] == "FetchReach-v4" and summary["env_steps"] == 100, out[-1000:]
+
+
+def test_ddpg_her_refuses_discrete_actions(tmp_path):
+    proc = run_script(TRAIN, "--algo", "ddpg", "--env-id", "BitFlipping-v0", "--runs-dir", tmp_path, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), lines

@@ -101,6 +101,23 @@ class HERBuffer:
         if len(hit):
             self.episode_id[np.isin(self.episode_id, hit)] = -1
 
+    FIELDS = ("observation", "next_observation", "desired_goal", "next_achieved", "actions", "rewards", "terminated",
+              "episode_start", "episode_length", "episode_id")
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to sample as this one would (``--save-buffer``)."""
+        return {**{k: getattr(self, k) for k in self.FIELDS}, "pos": self.pos, "episodes": self.episodes,
+                "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in self.FIELDS:
+            if getattr(self, key).shape != np.shape(state[key]):
+                raise ValueError(f"HER buffer field {key}: saved {np.shape(state[key])}, this run "
+                                 f"{getattr(self, key).shape} (another buffer size or env)")
+            getattr(self, key)[...] = state[key]
+        self.pos, self.episodes = int(state["pos"]), int(state["episodes"])
+        self.rng.bit_generator.state = state["rng"]
+
     def sample(self, batch_size: int) -> HERBatch:
         valid = np.flatnonzero(self.episode_id >= 0)
         idx = valid[self.rng.integers(0, len(valid), batch_size)]

@@ -28,6 +28,7 @@ class BitFlippingEnv(gym.Env):
     after n steps."""
 
     metadata = {"render_modes": []}
+    success_terminates = True  # reaching the goal ends the episode (HER recomputes `terminated` when relabelling)
 
     def __init__(self, n_bits: int = 15):
         if n_bits < 1:
@@ -68,6 +69,7 @@ class PointReachEnv(gym.Env):
     """A point in [0, 1]² moved by an action in [−1, 1]² scaled to ``max_step``; the target is another point."""
 
     metadata = {"render_modes": []}
+    success_terminates = True
 
     def __init__(self, distance_threshold: float = 0.05, max_step: float = 0.1):
         self.distance_threshold, self.max_step = distance_threshold, max_step
@@ -115,3 +117,27 @@ def bit_flipping_id(n_bits: int) -> str:
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=BitFlippingEnv, kwargs={"n_bits": n_bits})
     return env_id
+
+
+def ensure_registered(env_id: str) -> None:
+    """gymnasium-robotics' goal envs (``FetchReach-v4``, ...) register when it is imported: do that only for an
+    id gymnasium does not know yet (the import costs ~1 s and prints a notice about Adroit envs we do not use)."""
+    if env_id in gym.registry:
+        return
+    try:
+        import contextlib
+        import io
+        import warnings
+
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            import gymnasium_robotics
+    except ImportError:  # the id stays unknown: rl_utils.check_env_id then says so in one line
+        return
+    gym.register_envs(gymnasium_robotics)
+
+
+def success_terminates(env: gym.Env) -> bool:
+    """Does reaching the goal end an episode? Ours say so (``success_terminates = True``); gymnasium-robotics'
+    Fetch envs run to their time limit whatever happens, so for them (and any env that does not say) False."""
+    return bool(getattr(env, "success_terminates", False))

@@ -71,12 +71,14 @@ for _mujoco in ("HalfCheetah-v5", "Walker2d-v5", "Ant-v5"):
 
 
 def critic_loss(q: QEnsemble, q_target: QEnsemble, actor_target: DeterministicActor, batch: rl_utils.ReplayBatch,
-                noise: float, noise_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+                noise: float, noise_clip: float,
+                target_range: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Regression of every critic on one target; returns (loss, Q(s,a) [n, B] detached).
 
     ã = clip(μ'(s') + clip(ε, −c, c), −1, 1),  ε ~ N(0, σ²)        (target policy smoothing; σ = 0: DDPG)
     y = r + γ (1 − terminated) min_i Q'_i(s', ã)                     (clipped double Q; one critic: DDPG)
-    L = Σ_i ½ E[(Q_i(s, a) − y)²]."""
+    L = Σ_i ½ E[(Q_i(s, a) − y)²].
+    ``target_range`` (lo, hi) clips y to the returns the rewards allow (HER's −1/0 rewards: [−1/(1−γ), 0])."""
     with torch.no_grad():
         next_actions = actor_target(batch.next_obs)  # [B, d]
         if noise > 0:
@@ -84,6 +86,8 @@ def critic_loss(q: QEnsemble, q_target: QEnsemble, actor_target: DeterministicAc
             next_actions = (next_actions + eps).clamp(-1.0, 1.0)
         next_q = q_target(batch.next_obs, next_actions).min(dim=0).values  # [B]
         target = batch.rewards + batch.discounts * (1.0 - batch.dones) * next_q  # [B]
+        if target_range is not None:
+            target = target.clamp(*target_range)
     q_values = q(batch.obs, batch.actions)  # [n, B]
     return 0.5 * (q_values - target).pow(2).mean(dim=1).sum(), q_values.detach()
 
