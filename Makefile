@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 1 2 3
 
-.PHONY: setup demo test lint bench bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-dqn bench-c51 bench-d4pg bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
+.PHONY: setup demo test lint bench bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-her bench-ppo-mujoco bench-dqn bench-c51 bench-d4pg bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ bench-offpolicy-mujoco: setup ## TD3 and SAC (then SB3's) on Hopper-v5, 100k ste
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite offpolicy-hopper
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --jobs 2 --suite offpolicy-hopper-sb3
 
+bench-her: setup ## DQN+HER vs DQN on 15-bit flipping (60k, ~4 min a run), DDPG+HER vs DDPG on FetchReach-v4 (20k, ~4 min a run), 3 seeds
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite her-bitflip
+	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite her-fetchreach
+	cp benchmarks/results/her-fetchreach/curves.png classic_rl/her/figures/fetchreach_3seeds.png
+
 bench-ppo-mujoco: setup ## PPO on Hopper-v5, 1M steps x 3 seeds (~1 h per seed on 2 CPU cores)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite ppo-hopper
 
@@ -111,7 +116,7 @@ bench-vit: setup ## ViT: MNIST-5000 from scratch, digits, fine-tuning demo, roll
 		--out vit/figures/rollout_chelsea_untrained.png
 	$(BIN)/python vit/bench_speed.py --out vit/figures/bench_speed.json
 
-bench: bench-fundamentals bench-dqn bench-c51 bench-d4pg bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
+bench: bench-fundamentals bench-dqn bench-c51 bench-d4pg bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-her bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
 
 clean: ## remove runs, caches and build leftovers (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -392,6 +392,7 @@ def main() -> None:
         (out / "results.md").write_text(header + table + "\n")
         plotted = [r for r in rows if (ROOT / r["run_dir"]).is_dir()]  # a merged row's run folder may be gone
         rl_utils.plot_curves([r["run_dir"] for r in plotted], out / "curves.png",
+                             tags=(f"eval/{SUITES[suite][0].metric}",),  # a suite's entries share one metric
                              labels=[f"{r['label']} {r['env_id']}" for r in plotted], title=f"benchmark {suite}")
         print(header + table)
 

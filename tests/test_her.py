@@ -9,6 +9,7 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import classic_rl.her.envs  # noqa: F401 (registers the ids)
@@ -230,21 +231,26 @@ def test_ddpg_update_penalises_actions_and_moves_targets_only_by_polyak():
         torch.testing.assert_close(learner.actor_target.state_dict()[name], torch.lerp(before[name], online, 0.05))
 
 
-def test_ddpg_her_on_point_reach_runs_resumes_with_its_replay_and_evaluates(tmp_path):
-    """A tiny DDPG+HER run (the learning numbers are in the README): run folder, summary, the HER replay in the
-    checkpoint (--save-buffer) so --resume continues without refilling it, and --eval-only."""
+def test_ddpg_her_on_point_reach_resumes_exactly_and_evaluates(tmp_path):
+    """A tiny DDPG+HER run (the learning numbers are in the README): run folder and summary; stopped mid-episode
+    (320 steps: episodes last 50) and resumed with its HER replay (--save-buffer), the exploration RNG and the
+    episode under way, it ends with the same networks as the uninterrupted run; --eval-only replays it."""
     common = ("--algo", "ddpg", "--env-id", "PointReach-v0", "--learning-starts", "100", "--batch-size", "32",
-              "--hidden-sizes", "32,32", "--eval-every", "0", "--eval-episodes", "4", "--save-buffer",
-              "--runs-dir", tmp_path)
-    run_script(TRAIN, *common, "--total-timesteps", "300")
-    run = only_run_dir(tmp_path)
+              "--hidden-sizes", "32,32", "--eval-every", "0", "--eval-episodes", "4", "--save-buffer")
+    run_script(TRAIN, *common, "--runs-dir", tmp_path / "split", "--total-timesteps", "320")
+    run = only_run_dir(tmp_path / "split")
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["algo"] == "ddpg_her" and summary["env_steps"] == 300 and summary["env_id"] == "PointReach-v0"
+    assert summary["algo"] == "ddpg_her" and summary["env_steps"] == 320 and summary["env_id"] == "PointReach-v0"
     assert 0.0 <= summary["final_eval_success_rate"] <= 1.0
-    resumed = run_script(TRAIN, "--resume", run, "--total-timesteps", "400")
-    assert "refills" not in resumed.stdout and "after 400 env steps" in resumed.stdout, resumed.stdout[-1000:]
+    resumed = run_script(TRAIN, "--resume", run, "--total-timesteps", "430")
+    assert "refills" not in resumed.stdout and "after 430 env steps" in resumed.stdout, resumed.stdout[-1000:]
+    run_script(TRAIN, *common, "--runs-dir", tmp_path / "whole", "--total-timesteps", "430")
+    split = torch.load(run / "ckpt" / "latest.pt", weights_only=False)
+    whole = torch.load(only_run_dir(tmp_path / "whole") / "ckpt" / "latest.pt", weights_only=False)
+    for net in ("actor", "q", "actor_target", "q_target"):
+        assert all(torch.equal(split[net][k], whole[net][k]) for k in whole[net]), net
     evaluated = run_script(TRAIN, "--eval-only", "--checkpoint", run / "ckpt" / "latest.pt").stdout
-    assert "eval success rate" in evaluated and "checkpoint step 400" in evaluated
+    assert "eval success rate" in evaluated and "checkpoint step 430" in evaluated
 
 
 def test_ddpg_her_makes_fetch_reach_on_the_pinned_mujoco(tmp_path):

@@ -121,7 +121,8 @@ def bit_flipping_id(n_bits: int) -> str:
 
 def ensure_registered(env_id: str) -> None:
     """gymnasium-robotics' goal envs (``FetchReach-v4``, ...) register when it is imported: do that only for an
-    id gymnasium does not know yet (the import costs ~1 s and prints a notice about Adroit envs we do not use)."""
+    id gymnasium does not know yet (the import costs ~1 s and prints a notice to stderr about Adroit envs we do
+    not use; it is swallowed so a bad ``--env-id`` still gets exactly one ``error:`` line)."""
     if env_id in gym.registry:
         return
     try:
@@ -129,7 +130,8 @@ def ensure_registered(env_id: str) -> None:
         import io
         import warnings
 
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             import gymnasium_robotics
     except ImportError:  # the id stays unknown: rl_utils.check_env_id then says so in one line

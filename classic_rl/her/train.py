@@ -114,6 +114,12 @@ def goal_obs(obs: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([obs["observation"], obs["desired_goal"]], -1).astype(np.float32)
 
 
+def new_episode(obs: dict[str, np.ndarray], i: int) -> dict[str, list]:
+    """Env i's episode under way, from its first observation: observation / achieved-goal rows (T + 1 when it
+    ends), and per step the goal, action, reward and termination."""
+    return dict(o=[obs["observation"][i]], ag=[obs["achieved_goal"][i]], g=[], a=[], r=[], d=[])
+
+
 def goal_batch(b: HERBatch, gamma: float, device: torch.device) -> rl_utils.ReplayBatch:
     """A (relabelled) HER batch as the ReplayBatch DQN's and TD3's losses take: inputs [observation, goal] now and
     next, the goal's reward, done = the goal's termination (reached it where success ends the episode: no
@@ -282,16 +288,21 @@ def main() -> None:
                        args.k if args.her else 0, success_terminates=goal_envs.success_terminates(env),
                        seed=args.seed)
     progress = {"step": 0, "best": -math.inf, "last": math.nan, "last_success": math.nan, "last_step": -1}
+    rng = np.random.default_rng(args.seed)  # exploration draws, checkpointed for an exact resume
+    # per-env episode under way: observation / achieved goal rows (T + 1), goal, actions, rewards, terminations
+    obs, _ = envs.reset(seed=args.seed)
+    episodes = [new_episode(obs, i) for i in range(args.num_envs)]
     if ckpt is not None:
-        rl_utils.Run.restore(ckpt, **learner.modules())
-        progress.update(ckpt["progress"])
         if ckpt["buffer"] is not None:
             rl_utils.load_state_into(buffer, ckpt["buffer"])
         else:
             print("note: checkpoint has no HER replay (--save-buffer): the resumed run refills it")
+        # the envs come back mid-episode where they pickle (our goal envs); MuJoCo's start fresh episodes
+        if rl_utils.Run.restore(ckpt, **learner.modules(), explore_rng=rng, envs=envs):
+            obs, episodes = ckpt["obs"], ckpt["episodes"]
+        progress.update(ckpt["progress"])
     run = rl_utils.Run(args, run_algo(args), resume=ckpt, task=env_id)
     eval_fn = lambda i: rl_utils.make_env(env_id, i, training=False, **env_options(args))  # noqa: E731
-    rng = np.random.default_rng(args.seed)
 
     def evaluate() -> None:
         result = rl_utils.evaluate(eval_fn, learner.policy, args.eval_episodes,
@@ -306,13 +317,9 @@ def main() -> None:
               f"{run.elapsed:5.0f}s", flush=True)
 
     def save(name: str) -> Path:
-        return run.save(name, progress["step"], **learner.modules(), progress=progress,
-                        buffer=buffer if args.save_buffer else None)
+        return run.save(name, progress["step"], **learner.modules(), progress=progress, explore_rng=rng, envs=envs,
+                        obs=obs, episodes=episodes, buffer=buffer if args.save_buffer else None)
 
-    # per-env episode under way: observation / achieved goal rows (T + 1), goal, actions, rewards, terminations
-    obs, _ = envs.reset(seed=args.seed)
-    episodes = [dict(o=[obs["observation"][i]], ag=[obs["achieved_goal"][i]], g=[], a=[], r=[], d=[])
-                for i in range(args.num_envs)]
     run.progress(args.total_timesteps, progress["step"])
     next_eval = (progress["step"] // args.eval_every + 1) * args.eval_every if args.eval_every else math.inf
     stats: dict[str, torch.Tensor] = {}
@@ -332,8 +339,7 @@ def main() -> None:
                 if terminated[i] or truncated[i]:  # the whole episode goes in; the next starts from the reset obs
                     buffer.add_episode(np.array(ep["o"]), np.array(ep["ag"]), np.array(ep["g"]), np.array(ep["a"]),
                                        np.array(ep["r"], dtype=np.float32), np.array(ep["d"]))
-                    episodes[i] = dict(o=[next_obs["observation"][i]], ag=[next_obs["achieved_goal"][i]], g=[], a=[],
-                                       r=[], d=[])
+                    episodes[i] = new_episode(next_obs, i)
             run.log_episodes(rl_utils.finished_episodes(infos), progress["step"] + args.num_envs)
             obs = next_obs
             progress["step"] += args.num_envs
