@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 1 2 3
 
-.PHONY: setup demo test lint bench bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-her bench-ppo-mujoco bench-dqn bench-c51 bench-d4pg bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
+.PHONY: setup demo test lint bench bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-her bench-offline bench-ppo-mujoco bench-dqn bench-c51 bench-d4pg bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,18 @@ bench-her: setup ## DQN+HER vs DQN on 15-bit flipping (60k, ~4 min a run), DDPG+
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite her-fetchreach
 	cp benchmarks/results/her-fetchreach/curves.png classic_rl/her/figures/fetchreach_3seeds.png
 
+OFFLINE_SOURCE ?= runs/hopper_sac_expert_s1
+OFFLINE_STEPS ?= 20000
+bench-offline: setup ## offline RL: SAC Hopper-v5 behaviour run (300k, ~70 min), its datasets (~20 min), then ours (AWAC, BC) and d3rlpy's (AWAC, BC) on hopper-medium and -medium-replay, OFFLINE_STEPS gradient steps each (~35 min a seed)
+	test -d $(OFFLINE_SOURCE) || $(BIN)/python classic_rl/sac/train.py --env-id Hopper-v5 --seed 1 --total-timesteps 300000 --checkpoint-every 10000 --save-buffer --runs-dir $(dir $(OFFLINE_SOURCE)) --run-name $(notdir $(OFFLINE_SOURCE))
+	$(BIN)/python offline_rl/make_datasets.py --source $(OFFLINE_SOURCE)
+	for seed in $(SEEDS); do for data in medium medium-replay; do \
+	  $(BIN)/python offline_rl/awac/train.py --dataset offline_rl/data/hopper-$$data.hdf5 --offline-steps $(OFFLINE_STEPS) --seed $$seed --runs-dir runs/offline; \
+	  $(BIN)/python offline_rl/awac/train.py --dataset offline_rl/data/hopper-$$data.hdf5 --offline-steps $(OFFLINE_STEPS) --weighting none --seed $$seed --runs-dir runs/offline; \
+	  $(BIN)/python benchmarks/d3rlpy_baseline.py --algo awac --dataset offline_rl/data/hopper-$$data.hdf5 --total-timesteps $(OFFLINE_STEPS) --seed $$seed --runs-dir runs/offline; \
+	  $(BIN)/python benchmarks/d3rlpy_baseline.py --algo bc --dataset offline_rl/data/hopper-$$data.hdf5 --total-timesteps $(OFFLINE_STEPS) --seed $$seed --runs-dir runs/offline; \
+	done; done
+
 bench-ppo-mujoco: setup ## PPO on Hopper-v5, 1M steps x 3 seeds (~1 h per seed on 2 CPU cores)
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite ppo-hopper
 
@@ -116,7 +128,7 @@ bench-vit: setup ## ViT: MNIST-5000 from scratch, digits, fine-tuning demo, roll
 		--out vit/figures/rollout_chelsea_untrained.png
 	$(BIN)/python vit/bench_speed.py --out vit/figures/bench_speed.json
 
-bench: bench-fundamentals bench-dqn bench-c51 bench-d4pg bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-her bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
+bench: bench-fundamentals bench-dqn bench-c51 bench-d4pg bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-her bench-offline bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
 
 clean: ## remove runs, caches and build leftovers (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -160,9 +160,10 @@ class Session:
             self.checkpoint("latest")
         return False
 
-    def start_progress(self) -> None:
-        """The progress bar (or plain lines without a terminal) and the SPS clock, from the current step."""
-        self.run.progress(self.args.total_timesteps, self.progress.global_step)
+    def start_progress(self, total: int | None = None) -> None:
+        """The progress bar (or plain lines without a terminal) to ``total`` steps (default: --total-timesteps)
+        and the SPS clock, from the current step."""
+        self.run.progress(self.args.total_timesteps if total is None else total, self.progress.global_step)
         self._sps_t0, self._sps_step0 = time.time(), self.progress.global_step
 
     def log_update(self, stats: dict[str, torch.Tensor], every: int) -> None:

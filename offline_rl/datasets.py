@@ -122,6 +122,16 @@ class OfflineDataset:
     def act_dim(self) -> int:
         return int(self.actions.shape[1])
 
+    def obs_stats(self, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std + ``eps`` of the observations [o] each: the fixed normalisation an offline learner applies
+        (and saves with its policy); ``eps`` keeps a constant feature finite (CORL's 1e-3)."""
+        return self.observations.mean(0), self.observations.std(0) + eps
+
+    def unit_actions(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """The actions mapped from the env's Box [low, high] onto [-1, 1] (the inverse of the linear map
+        ``rl_utils.make_env(unit_actions=True)`` applies), clipped there: the space every policy here acts in."""
+        return np.clip(2.0 * (self.actions - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
+
     def check_env(self, env_id: str) -> None:
         """One-line errors for data of another env: the recorded env family, observation and action sizes."""
         import gymnasium as gym

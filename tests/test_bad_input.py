@@ -153,15 +153,23 @@ CASES = [(s, RL_TINY + argv, msg) for s in RL_SCRIPTS for argv, msg in RL_CASES
     ("transformer_basic/bench_speed.py", ["--batch-size", "0"], "--batch-size must be >= 1"),
     ("transformer_basic/bench_speed.py", ["--n-heads", "3"], "--n-heads"),
     ("transformer_basic/data.py", ["--task", "nope"], "nope"),
+    ("offline_rl/awac/train.py", [], "--dataset PATH_OR_MINARI_ID is required"),
+    ("offline_rl/awac/train.py", ["--dataset", "{missing}"], "cannot load Minari dataset"),
+    ("offline_rl/awac/train.py", ["--dataset", "{file}"], "is not a readable hdf5 file"),
+    ("offline_rl/awac/train.py", ["--dataset", "{file}", "--weighting", "nope"], "--weighting must be exp, softmax"),
+    ("offline_rl/awac/train.py", ["--dataset", "{file}", "--offline-steps", "-1"], "--offline-steps must be >= 0"),
     ("rl_utils.py", ["plot", "{missing}"], "missing"),
     ("benchmarks/run.py", ["--suite", "nope"], "nope"),
     ("benchmarks/sb3_baseline.py", ["--algo", "nope"], "nope"),
+    ("benchmarks/d3rlpy_baseline.py", ["--algo", "nope"], "--algo must be awac, bc, bcq or cql"),
+    ("benchmarks/d3rlpy_baseline.py", [], "--dataset PATH_OR_MINARI_ID is required"),
+    ("benchmarks/d3rlpy_baseline.py", ["--dataset", "{file}"], "is not a readable hdf5 file"),
 ]
 
 RUN_FOLDER_SCRIPTS = {s for s in RL_SCRIPTS} | {"d2l_notes/train.py", "vit/train.py", "vit/finetune.py",
                                                 "swin_transformer/train.py", "transformer_basic/train.py",
                                                 "classic_rl/tabular/train.py", "classic_rl/bandits/train.py",
-                                                "classic_rl/dynamic_programming/train.py"}
+                                                "classic_rl/dynamic_programming/train.py", "offline_rl/awac/train.py"}
 
 
 @pytest.fixture(scope="module")

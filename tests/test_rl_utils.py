@@ -104,6 +104,34 @@ def test_buffer_wraparound_keeps_the_newest(num_envs, rows, steps, seed):
     assert batch.obs.shape == (32, 2) and batch.indices.max() < len(buf)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(2, 30), st.lists(st.integers(1, 25), min_size=1, max_size=4),
+       st.integers(0, 1000))
+def test_buffer_extend_equals_step_by_step_adds(num_envs, rows, chunks, seed):
+    """Blocks of steps stored with extend (an offline dataset's preload), in chunks that wrap the ring, leave the
+    buffer exactly as one add per step."""
+    chunks = [c for c in chunks if c <= rows] or [1]
+    data = list(_random_stream(np.random.default_rng(seed), sum(chunks), num_envs))
+    one, bulk = (rl_utils.ReplayBuffer(rows * num_envs, num_envs, (2,), seed=seed) for _ in range(2))
+    for step in data:
+        one.add(*step)
+    start = 0
+    for c in chunks:
+        bulk.extend(*(np.stack(field) for field in zip(*data[start:start + c])))
+        start += c
+    a, b = one.state_dict(), bulk.state_dict()
+    assert (a["pos"], a["full"]) == (b["pos"], b["full"]) and len(one) == len(bulk)
+    for key in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_buffer_extend_refuses_more_than_it_holds():
+    buf = rl_utils.ReplayBuffer(4, 1, (2,))
+    data = [np.stack(f) for f in zip(*_random_stream(np.random.default_rng(0), 5, 1))]
+    with pytest.raises(rl_utils.UsageError, match="raise --buffer-size"):
+        buf.extend(*data)
+
+
 def _brute_force_n_step(data, t, e, n, gamma, newest):
     """Walk forward from step t in env e: sum rewards, stop at termination (no bootstrap) or truncation."""
     ret, disc = 0.0, 1.0
