@@ -77,7 +77,7 @@ bench-her: setup ## DQN+HER vs DQN on 15-bit flipping (60k, ~4 min a run), DDPG+
 
 OFFLINE_SOURCE ?= runs/hopper_sac_expert_s1
 OFFLINE_STEPS ?= 20000
-bench-offline: setup ## offline RL: SAC Hopper-v5 behaviour run (300k, ~70 min), its datasets (~20 min), then ours (AWAC, BC) and d3rlpy's (AWAC, BC) on hopper-medium and -medium-replay, OFFLINE_STEPS gradient steps each (~35 min a seed)
+bench-offline: setup ## offline RL: SAC Hopper-v5 behaviour run (300k, ~70 min), its datasets (~20 min), then ours (AWAC, BC, BCQ) and d3rlpy's (AWAC, BC, BCQ) on hopper-medium and -medium-replay, OFFLINE_STEPS gradient steps each (~4 h a seed on 2 CPU cores: BCQ's are the slow ones)
 	test -d $(OFFLINE_SOURCE) || $(BIN)/python classic_rl/sac/train.py --env-id Hopper-v5 --seed 1 --total-timesteps 300000 --checkpoint-every 10000 --save-buffer --runs-dir $(dir $(OFFLINE_SOURCE)) --run-name $(notdir $(OFFLINE_SOURCE))
 	$(BIN)/python offline_rl/make_datasets.py --source $(OFFLINE_SOURCE)
 	for seed in $(SEEDS); do for data in medium medium-replay; do \
@@ -85,6 +85,8 @@ bench-offline: setup ## offline RL: SAC Hopper-v5 behaviour run (300k, ~70 min),
 	  $(BIN)/python offline_rl/awac/train.py --dataset offline_rl/data/hopper-$$data.hdf5 --offline-steps $(OFFLINE_STEPS) --weighting none --seed $$seed --runs-dir runs/offline; \
 	  $(BIN)/python benchmarks/d3rlpy_baseline.py --algo awac --dataset offline_rl/data/hopper-$$data.hdf5 --total-timesteps $(OFFLINE_STEPS) --seed $$seed --runs-dir runs/offline; \
 	  $(BIN)/python benchmarks/d3rlpy_baseline.py --algo bc --dataset offline_rl/data/hopper-$$data.hdf5 --total-timesteps $(OFFLINE_STEPS) --seed $$seed --runs-dir runs/offline; \
+	  $(BIN)/python offline_rl/bcq/train.py --dataset offline_rl/data/hopper-$$data.hdf5 --offline-steps $(OFFLINE_STEPS) --seed $$seed --runs-dir runs/offline; \
+	  $(BIN)/python benchmarks/d3rlpy_baseline.py --algo bcq --dataset offline_rl/data/hopper-$$data.hdf5 --total-timesteps $(OFFLINE_STEPS) --seed $$seed --runs-dir runs/offline; \
 	done; done
 
 bench-ppo-mujoco: setup ## PPO on Hopper-v5, 1M steps x 3 seeds (~1 h per seed on 2 CPU cores)

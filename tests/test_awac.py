@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import rl_utils
-from offline_rl import datasets
+from offline_rl import common, datasets
 from offline_rl.awac import train as awac
 from offline_rl.awac.model import Critics, GaussianActor
 from tests.conftest import only_run_dir, run_script
@@ -101,7 +101,7 @@ def test_preload_keeps_terminals_as_terminations_time_outs_as_truncations_and_ma
     dataset = pendulum_dataset(tmp_path / "p.hdf5", episodes=2)
     dataset.terminals[50] = True  # a planted terminal: it must stop bootstrapping, a time-out must not
     buffer = rl_utils.ReplayBuffer(1000, 1, (3,), gym.spaces.Box(-1, 1, (1,)))
-    awac.preload(buffer, dataset, "Pendulum-v1")
+    common.preload(buffer, dataset, "Pendulum-v1")
     assert len(buffer) == 400
     np.testing.assert_array_equal(buffer.obs[:400, 0], dataset.observations)
     np.testing.assert_array_equal(buffer.next_obs[:400, 0], dataset.next_observations)
@@ -113,10 +113,10 @@ def test_preload_keeps_terminals_as_terminations_time_outs_as_truncations_and_ma
 def test_awac_runs_offline_then_online_resumes_exactly_across_the_switch_and_evaluates(tmp_path):
     data = tmp_path / "pendulum.hdf5"
     pendulum_dataset(data, episodes=4)
-    common = ("--dataset", data, "--eval-every", "0", "--eval-episodes", "2", "--hidden-sizes", "32,32",
+    flags = ("--dataset", data, "--eval-every", "0", "--eval-episodes", "2", "--hidden-sizes", "32,32",
               "--batch-size", "64", "--save-buffer")
-    run_script(TRAIN, *common, "--offline-steps", "300", "--total-timesteps", "100", "--runs-dir", tmp_path / "whole")
-    run_script(TRAIN, *common, "--offline-steps", "200", "--total-timesteps", "0", "--runs-dir", tmp_path / "split")
+    run_script(TRAIN, *flags, "--offline-steps", "300", "--total-timesteps", "100", "--runs-dir", tmp_path / "whole")
+    run_script(TRAIN, *flags, "--offline-steps", "200", "--total-timesteps", "0", "--runs-dir", tmp_path / "split")
     split = only_run_dir(tmp_path / "split")
     out = run_script(TRAIN, "--resume", split, "--offline-steps", "300", "--total-timesteps", "100").stdout
     assert "refilling" not in out

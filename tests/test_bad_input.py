@@ -161,6 +161,9 @@ CASES = [(s, RL_TINY + argv, msg) for s in RL_SCRIPTS for argv, msg in RL_CASES
     ("rl_utils.py", ["plot", "{missing}"], "missing"),
     ("benchmarks/run.py", ["--suite", "nope"], "nope"),
     ("benchmarks/sb3_baseline.py", ["--algo", "nope"], "nope"),
+    ("offline_rl/bcq/train.py", [], "--dataset PATH_OR_MINARI_ID is required"),
+    ("offline_rl/bcq/train.py", ["--dataset", "{file}", "--phi", "2"], "--phi must be <= 1"),
+    ("offline_rl/bcq/train.py", ["--dataset", "{file}", "--total-timesteps", "10"], "BCQ learns offline only"),
     ("benchmarks/d3rlpy_baseline.py", ["--algo", "nope"], "--algo must be awac, bc, bcq or cql"),
     ("benchmarks/d3rlpy_baseline.py", [], "--dataset PATH_OR_MINARI_ID is required"),
     ("benchmarks/d3rlpy_baseline.py", ["--dataset", "{file}"], "is not a readable hdf5 file"),
@@ -169,7 +172,8 @@ CASES = [(s, RL_TINY + argv, msg) for s in RL_SCRIPTS for argv, msg in RL_CASES
 RUN_FOLDER_SCRIPTS = {s for s in RL_SCRIPTS} | {"d2l_notes/train.py", "vit/train.py", "vit/finetune.py",
                                                 "swin_transformer/train.py", "transformer_basic/train.py",
                                                 "classic_rl/tabular/train.py", "classic_rl/bandits/train.py",
-                                                "classic_rl/dynamic_programming/train.py", "offline_rl/awac/train.py"}
+                                                "classic_rl/dynamic_programming/train.py", "offline_rl/awac/train.py",
+                                                "offline_rl/bcq/train.py"}
 
 
 @pytest.fixture(scope="module")

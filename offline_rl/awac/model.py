@@ -1,5 +1,5 @@
-"""AWAC's networks: a Gaussian actor whose log-density the actor update weights, and twin critics (the family's
-batched ``QEnsemble``), both reading observations through the dataset's fixed normalisation.
+"""AWAC's networks: a Gaussian actor whose log-density the actor update weights, and twin critics
+(``offline_rl.common.Critics``), both reading observations through the dataset's fixed normalisation.
 
 Actions live in [-1, 1]^d (the dataset's actions are mapped there once, ``OfflineDataset.unit_actions``; the envs
 rescale back with ``rl_utils.make_env(unit_actions=True)``).
@@ -10,30 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from classic_rl.continuous import QEnsemble, mlp
+from classic_rl.continuous import mlp
+from offline_rl.common import Critics, ObsNormalizer  # noqa: F401  (Critics: AWAC's twin critics)
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-class ObsNormalizer(nn.Module):
-    """(s − mean) / std with the dataset's statistics as buffers: they are part of every ``state_dict``, so a
-    checkpoint carries them and ``--eval-only`` or a rollout normalises exactly as training did."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    def set(self, mean: np.ndarray, std: np.ndarray) -> None:
-        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.std.copy_(torch.as_tensor(std, dtype=torch.float32))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs - self.mean) / self.std
 
 
 class GaussianActor(nn.Module):
@@ -75,15 +58,3 @@ class GaussianActor(nn.Module):
     def explore(self, obs: torch.Tensor) -> torch.Tensor:
         """Online fine-tuning acts with the policy's own samples."""
         return self.sample(obs)
-
-
-class Critics(nn.Module):
-    """Twin Q_i(s, a) on normalised observations: obs [B, o], actions [B, d] -> [n, B]."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], n: int = 2):
-        super().__init__()
-        self.normalizer = ObsNormalizer(obs_dim)
-        self.q = QEnsemble(obs_dim, act_dim, hidden, n)
-
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return self.q(self.normalizer(obs), actions)

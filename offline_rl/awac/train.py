@@ -18,7 +18,6 @@ offline_rl/datasets.py.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 import rl_utils  # noqa: E402
 from classic_rl import off_policy, on_policy  # noqa: E402
 from classic_rl.policies import parse_hidden  # noqa: E402
-from offline_rl import datasets  # noqa: E402
+from offline_rl import common  # noqa: E402
 from offline_rl.awac.model import Critics, GaussianActor  # noqa: E402
 
 # the temperature each weighting uses unless --temperature is typed: CORL's λ for exp (its locomotion configs),
@@ -41,18 +40,10 @@ DEFAULT_TEMPERATURE = {"exp": 1.0 / 3.0, "softmax": 2.0, "none": 1.0}
 
 
 @dataclass
-class Args(off_policy.OffPolicyArgs):
+class Args(common.OfflineArgs):
     """Train AWAC (or, with --weighting none, behaviour cloning) on an offline dataset, then optionally
     fine-tune online."""
 
-    dataset: str = ""
-    """a D4RL-layout .hdf5 file or a Minari dataset id (make them with offline_rl/make_datasets.py)"""
-    env_id: str = ""
-    """env to evaluate (and fine-tune) on (default: the env the dataset records)"""
-    offline_steps: int = 100_000
-    """gradient steps on the dataset alone (CORL: 1M; 100k is ~10 min on one CPU core)"""
-    total_timesteps: int = 0
-    """online fine-tuning env steps after the offline phase, one gradient step each (0 = offline only)"""
     weighting: str = "exp"
     """actor weights: exp (CORL: min(exp(A/λ), max-weight)), softmax (the notes, rlkit, d3rlpy: N·softmax(A/β)
     over the batch), none (behaviour cloning: weight 1, no critics trained)"""
@@ -66,17 +57,8 @@ class Args(off_policy.OffPolicyArgs):
     """Adam learning rate of the actor and the critics (CORL, rlkit, d3rlpy)"""
     hidden_sizes: str = "256,256,256"
     """hidden layers of the actor and of each critic (CORL: 3 x 256)"""
-    learning_starts: int = 0
-    """online env steps before updates resume (the buffer already holds the dataset)"""
-    buffer_size: int = 2_000_000
-    """replay capacity: the dataset plus every online transition"""
-    eval_every: int = 5_000
-    """steps (offline: gradient steps; online: env steps) between deterministic evaluations (0 = only at the end)"""
-    log_every: int = 1_000
-    """steps between loss log rows"""
 
-    LIMITS = {"offline_steps": (0, None), "total_timesteps": (0, None), "max_weight": (0, None),
-              "learning_rate": (0, None), "log_every": (1, None)}
+    LIMITS = {"max_weight": (0, None), "learning_rate": (0, None)}
     CHOICES = {"weighting": ("exp", "softmax", "none")}
 
     def phase_temperature(self, online: bool) -> float:
@@ -167,49 +149,15 @@ def update(args: Args, actor: GaussianActor, learner: dict, batch: rl_utils.Repl
             "log_std": actor.log_std.detach().mean()}
 
 
-def load_dataset(args: Args) -> datasets.OfflineDataset:
-    """The dataset, checked against the env (``--env-id`` defaults to the one it records)."""
-    if not args.dataset:
-        raise rl_utils.UsageError("--dataset PATH_OR_MINARI_ID is required (make one with offline_rl/make_datasets.py)")
-    dataset = datasets.load(args.dataset)
-    if not args.env_id:
-        args.env_id = dataset.metadata.get("env_id", "")
-        if not args.env_id:
-            raise rl_utils.UsageError("the dataset records no env: pass --env-id")
-    dataset.check_env(args.env_id)
-    return dataset
-
-
-def preload(buffer: rl_utils.ReplayBuffer, dataset: datasets.OfflineDataset, env_id: str) -> None:
-    """Put the dataset into the replay buffer in one copy: actions from the env's own bounds (the data's) onto
-    [-1, 1], the space the policy and the training envs act in, ``terminated`` = terminals
-    (masks), ``truncated`` = time-outs. Rows [T, num_envs]: with several envs a remainder of < num_envs
-    transitions is left out (one-step targets do not care which column a transition sits in)."""
-    k = buffer.num_envs
-    n = len(dataset) // k * k
-    raw = gym.make(env_id)
-    actions = dataset.unit_actions(raw.action_space.low, raw.action_space.high)
-    raw.close()
-    fields = (dataset.observations, dataset.next_observations, actions, dataset.rewards, dataset.terminals,
-              dataset.timeouts)
-    buffer.extend(*(f[:n].reshape(n // k, k, *f.shape[1:]) for f in fields))
-
-
 def main() -> None:
     args, ckpt = rl_utils.parse_run_args(Args)
     if args.eval_only:
         return on_policy.eval_only(Args, args, "AWAC" if args.weighting != "none" else "BC", make_agent=build_actor)
-    dataset = load_dataset(args)
+    dataset = common.load_dataset(args)
     algo = "AWAC" if args.weighting != "none" else "BC"
     s = off_policy.Session(args, ckpt, algo, build_actor, build_learner)
     actor, learner, progress = s.actor, s.learner, s.progress
-    if ckpt is None or ckpt["buffer"] is None:  # a fresh run, or a checkpoint without its replay: the data again
-        preload(s.buffer, dataset, args.env_id)
-    if ckpt is None:
-        mean, std = dataset.obs_stats()
-        for net in (actor, learner["q"], learner["q_target"]):
-            net.normalizer.set(mean, std)
-        print(f"dataset {args.dataset}: {json.dumps(dataset.summary(), default=float)}")
+    common.prepare(s, ckpt, args, dataset)
     total = args.offline_steps + args.total_timesteps
     s.start_progress(total)
     interrupt = rl_utils.GracefulInterrupt()
@@ -231,22 +179,7 @@ def main() -> None:
                 break
     s.end(interrupt.requested)
     if not interrupt.requested:
-        extend_summary(s.run.run_dir / "summary.json", args, progress.global_step)
-
-
-def extend_summary(path: Path, args: Args, step: int) -> None:
-    """summary.json's counters in this script's terms (its ``env_steps`` is the step counter of both phases) and
-    D4RL's normalised score of its returns (for envs with reference scores)."""
-    summary = json.loads(path.read_text())
-    summary.update(dataset=args.dataset, offline_steps=min(step, args.offline_steps),
-                   online_env_steps=max(step - args.offline_steps, 0))
-    if datasets.env_family(args.env_id) in datasets.REF_SCORES:
-        for key in ("final_eval_return", "best_eval_return", "best_heldout_return"):
-            summary[key.replace("return", "normalized_score")] = float(
-                datasets.normalized_score(args.env_id, summary[key]))
-        print(f"normalised score (D4RL's constants): final {summary['final_eval_normalized_score']:.1f}, "
-              f"best.pt on held-out episodes {summary['best_heldout_normalized_score']:.1f}")
-    rl_utils.write_text_atomic(path, json.dumps(summary, indent=2, default=float))
+        common.extend_summary(s.run.run_dir / "summary.json", args, progress.global_step)
 
 
 if __name__ == "__main__":
