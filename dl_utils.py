@@ -968,3 +968,144 @@ def go_offline_unless_reachable() -> bool:
     if not reachable:
         os.environ["HF_HUB_OFFLINE"] = "1"
     return reachable
+
+
+# ================================================================================================================
+# Added for the Decision Transformer (issue 17) and the Pong Transformer policies (issue 16): one causal
+# self-attention for the project.
+# ================================================================================================================
+# ----------------------------------------------------------------------------------------------------------------
+# GPT: a decoder-only Transformer (pre-LN, GPT-2's layout and parameter names) with a key/value cache
+# ----------------------------------------------------------------------------------------------------------------
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each [B, H, S, hd]
+
+
+@dataclass
+class GPTConfig:
+    """A GPT-2 body without token or position embeddings: the caller embeds its own tokens (DT: returns, states,
+    actions plus a timestep embedding), as the Decision Transformer's authors did with GPT-2."""
+
+    n_embd: int = 128
+    """width of every token"""
+    n_layer: int = 3
+    """Transformer blocks"""
+    n_head: int = 1
+    """attention heads (n_embd must divide by it)"""
+    dropout: float = 0.1
+    """dropout on the input tokens, the attention weights and each residual branch (GPT-2's three pdrops)"""
+    layer_norm_epsilon: float = 1e-5
+    """GPT-2's"""
+
+
+def causal_keep_mask(keep: torch.Tensor | None, n_new: int, n_total: int, device: torch.device) -> torch.Tensor:
+    """Which keys each new query may attend: [B or 1, 1, n_new, n_total] bool (True = attend).
+
+    The n_new queries are the last n_new of n_total positions (the earlier ones sit in the cache). A query sees
+    every earlier-or-same position whose ``keep`` [B, n_total] is True (False = padding), and always itself: a
+    padding query then still has one key, so no row of the softmax is empty (that would be NaN), and padding
+    never leaks into a real token's output."""
+    q_pos = torch.arange(n_total - n_new, n_total, device=device)[:, None]  # [T, 1]
+    k_pos = torch.arange(n_total, device=device)[None, :]  # [1, S]
+    allowed = (k_pos <= q_pos)[None, None]  # [1, 1, T, S] causal
+    if keep is not None:
+        allowed = (allowed & keep[:, None, None, :]) | (k_pos == q_pos)[None, None]
+    return allowed
+
+
+class CausalSelfAttention(nn.Module):
+    """Masked multi-head self-attention, GPT-2's ``c_attn`` (q, k, v in one Linear) and ``c_proj``. With
+    ``past`` (keys and values of earlier positions) only the new tokens are computed: equal to running the whole
+    sequence again (tested), at a cost per new token that does not grow with the prefix's depth of layers."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0, "n_embd must be divisible by n_head"
+        self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.fused = True  # F.scaled_dot_product_attention; False = the written-out path below
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.attn_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        b, t, d = x.shape  # [B, T, D] new tokens; mask [B|1, 1, T, S] with S = past length + T
+        q, k, v = self.c_attn(x).view(b, t, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if past is not None:  # each [B, H, S_past, hd] -> [B, H, S, hd]
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        if self.fused:
+            p = self.attn_dropout.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, H, T, hd]
+        else:  # written out: softmax(q k^T / sqrt(hd) with −inf where masked) v
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # [B, H, T, S]
+            attn = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            out = self.attn_dropout(attn) @ v
+        out = out.transpose(1, 2).reshape(b, t, d)  # concatenate the heads
+        return self.resid_dropout(self.c_proj(out)), (k, v)
+
+
+class GPTBlock(nn.Module):
+    """Pre-LN: x + attn(ln_1(x)), then x + mlp(ln_2(x)); the MLP is 4× wide with GPT-2's tanh-approximated GELU."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+        self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(cfg.n_embd, 4 * cfg.n_embd),
+                                      c_proj=nn.Linear(4 * cfg.n_embd, cfg.n_embd)))
+        self.mlp_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        attn, present = self.attn(self.ln_1(x), mask, past)
+        x = x + attn
+        h = F.gelu(self.mlp["c_fc"](self.ln_2(x)), approximate="tanh")  # GPT-2's "gelu_new"
+        return x + self.mlp_dropout(self.mlp["c_proj"](h)), present
+
+
+class GPT(nn.Module):
+    """GPT-2's body on embedded tokens: dropout, ``n_layer`` pre-LN blocks, a final LayerNorm.
+
+    ``forward(x [B, T, D], keep [B, S] | None, past)`` -> (hidden [B, T, D], cache): ``keep`` marks real tokens
+    (False = padding) over all S = cached + new positions; ``past`` is the cache a previous call returned.
+    Parameter names are GPT-2's (``h.0.attn.c_attn``, ...), so :meth:`load_hf_gpt2` takes a ``GPT2Model``'s
+    weights (its Conv1D weights transposed) and both compute the same function (tested)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.drop = nn.Dropout(cfg.dropout)
+        self.h = nn.ModuleList(GPTBlock(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+        # GPT-2's initialisation: N(0, 0.02) weights, zero biases; the residual projections scaled by
+        # 1/√(2 n_layer) so the residual stream's variance does not grow with depth
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, std=0.02 / math.sqrt(2 * cfg.n_layer))
+            elif name.endswith("weight") and param.dim() == 2:
+                nn.init.normal_(param, std=0.02)
+            elif name.endswith("bias") and ".ln_" not in name and not name.startswith("ln_"):
+                nn.init.zeros_(param)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, past: KVCache | None = None
+                ) -> tuple[torch.Tensor, KVCache]:
+        n_past = past[0][0].shape[2] if past else 0
+        mask = causal_keep_mask(keep, x.shape[1], n_past + x.shape[1], x.device)
+        x = self.drop(x)
+        present: KVCache = []
+        for i, block in enumerate(self.h):
+            x, kv = block(x, mask, past[i] if past else None)
+            present.append(kv)
+        return self.ln_f(x), present
+
+    def load_hf_gpt2(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load a transformers ``GPT2Model`` state dict (strict on the blocks; its token/position embeddings and
+        causal-mask buffers are not part of this body). GPT-2 stores Linear layers as Conv1D, weight [in, out]."""
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        mine = {}
+        for key, value in state_dict.items():
+            if key.startswith(("wte.", "wpe.")) or key.endswith((".attn.bias", ".attn.masked_bias")):
+                continue
+            mine[key] = value.t() if key.endswith(conv1d) else value
+        self.load_state_dict(mine, strict=True)

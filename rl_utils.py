@@ -643,7 +643,9 @@ def evaluate(
 
     A policy that keeps state across steps (a recurrent net, a Transformer's context) exposes
     ``policy.reset(mask)``; it is called with all-True before the first step and with the mask of sub-envs whose
-    episode just ended. ``obs_norm`` applies the training envs' observation statistics, frozen."""
+    episode just ended. A policy conditioned on the rewards it got (a Decision Transformer's return-to-go)
+    exposes ``policy.observe(rewards)``, called after every step, before any ``reset``. ``obs_norm`` applies the
+    training envs' observation statistics, frozen."""
     envs: gym.vector.VectorEnv = gym.vector.SyncVectorEnv(
         [env_fn(i) for i in range(episodes)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
@@ -652,7 +654,7 @@ def evaluate(
         frozen.load_state_dict(obs_norm.state_dict())
         frozen.frozen = True
         envs = frozen
-    reset = getattr(policy, "reset", None)
+    reset, observe = getattr(policy, "reset", None), getattr(policy, "observe", None)
     obs, _ = envs.reset(seed=seed)
     if reset is not None:
         reset(np.ones(episodes, dtype=bool))
@@ -661,6 +663,8 @@ def evaluate(
     done = np.zeros(episodes, dtype=bool)
     while not done.all():
         obs, reward, terminated, truncated, infos = envs.step(policy(obs))
+        if observe is not None:
+            observe(reward)
         returns += np.where(done, 0.0, reward)
         lengths += ~done
         ended = (terminated | truncated) & ~done

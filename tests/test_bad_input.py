@@ -164,6 +164,12 @@ CASES = [(s, RL_TINY + argv, msg) for s in RL_SCRIPTS for argv, msg in RL_CASES
     ("offline_rl/bcq/train.py", [], "--dataset PATH_OR_MINARI_ID is required"),
     ("offline_rl/bcq/train.py", ["--dataset", "{file}", "--phi", "2"], "--phi must be <= 1"),
     ("offline_rl/bcq/train.py", ["--dataset", "{file}", "--total-timesteps", "10"], "BCQ learns offline only"),
+    ("offline_rl/decision_transformer/train.py", [], "--dataset PATH_OR_MINARI_ID is required"),
+    ("offline_rl/decision_transformer/train.py", ["--model", "nope"], "--model must be dt or bc"),
+    ("offline_rl/decision_transformer/train.py", ["--n-embd", "10", "--n-head", "3"], "must be divisible by"),
+    ("offline_rl/decision_transformer/train.py", ["--backbone", "hf-gpt2", "--eval-context", "cached"],
+     "--eval-context cached needs"),
+    ("offline_rl/decision_transformer/train.py", ["--dataset", "{file}"], "is not a readable hdf5 file"),
     ("benchmarks/d3rlpy_baseline.py", ["--algo", "nope"], "--algo must be awac, bc, bcq or cql"),
     ("benchmarks/d3rlpy_baseline.py", [], "--dataset PATH_OR_MINARI_ID is required"),
     ("benchmarks/d3rlpy_baseline.py", ["--dataset", "{file}"], "is not a readable hdf5 file"),
@@ -173,7 +179,7 @@ RUN_FOLDER_SCRIPTS = {s for s in RL_SCRIPTS} | {"d2l_notes/train.py", "vit/train
                                                 "swin_transformer/train.py", "transformer_basic/train.py",
                                                 "classic_rl/tabular/train.py", "classic_rl/bandits/train.py",
                                                 "classic_rl/dynamic_programming/train.py", "offline_rl/awac/train.py",
-                                                "offline_rl/bcq/train.py"}
+                                                "offline_rl/bcq/train.py", "offline_rl/decision_transformer/train.py"}
 
 
 @pytest.fixture(scope="module")
