@@ -77,8 +77,8 @@ bench-her: setup ## DQN+HER vs DQN on 15-bit flipping (60k, ~4 min a run), DDPG+
 
 OFFLINE_SOURCE ?= runs/hopper_sac_expert_s1
 OFFLINE_STEPS ?= 20000
-bench-offline: setup ## offline RL: SAC Hopper-v5 behaviour run (300k, ~70 min), its datasets (~20 min), then ours (AWAC, BC, BCQ) and d3rlpy's (AWAC, BC, BCQ) on hopper-medium and -medium-replay, OFFLINE_STEPS gradient steps each (~4 h a seed on 2 CPU cores: BCQ's are the slow ones)
-	test -d $(OFFLINE_SOURCE) || $(BIN)/python classic_rl/sac/train.py --env-id Hopper-v5 --seed 1 --total-timesteps 300000 --checkpoint-every 10000 --save-buffer --runs-dir $(dir $(OFFLINE_SOURCE)) --run-name $(notdir $(OFFLINE_SOURCE))
+bench-offline: setup ## offline RL: SAC Hopper-v5 behaviour run (200k, 45-90 min), its datasets (~10 min), then ours (AWAC, BC, BCQ) and d3rlpy's (AWAC, BC, BCQ) on hopper-medium and -medium-replay, OFFLINE_STEPS gradient steps each (~4 h a seed on 2 CPU cores: BCQ's are the slow ones)
+	test -d $(OFFLINE_SOURCE) || $(BIN)/python classic_rl/sac/train.py --env-id Hopper-v5 --seed 1 --total-timesteps 200000 --checkpoint-every 10000 --save-buffer --runs-dir $(dir $(OFFLINE_SOURCE)) --run-name $(notdir $(OFFLINE_SOURCE))
 	$(BIN)/python offline_rl/make_datasets.py --source $(OFFLINE_SOURCE)
 	for seed in $(SEEDS); do for data in medium medium-replay; do \
 	  $(BIN)/python offline_rl/awac/train.py --dataset offline_rl/data/hopper-$$data.hdf5 --offline-steps $(OFFLINE_STEPS) --seed $$seed --runs-dir runs/offline; \

@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -995,6 +996,8 @@ class GPTConfig:
     """dropout on the input tokens, the attention weights and each residual branch (GPT-2's three pdrops)"""
     layer_norm_epsilon: float = 1e-5
     """GPT-2's"""
+    activation: str = "gelu"
+    """the MLP's non-linearity: gelu (GPT-2's tanh approximation, "gelu_new") or relu (the DT authors' config)"""
 
 
 def causal_keep_mask(keep: torch.Tensor | None, n_new: int, n_total: int, device: torch.device) -> torch.Tensor:
@@ -1045,7 +1048,8 @@ class CausalSelfAttention(nn.Module):
 
 
 class GPTBlock(nn.Module):
-    """Pre-LN: x + attn(ln_1(x)), then x + mlp(ln_2(x)); the MLP is 4× wide with GPT-2's tanh-approximated GELU."""
+    """Pre-LN: x + attn(ln_1(x)), then x + mlp(ln_2(x)); the MLP is 4× wide (GPT-2's tanh-approximated GELU, or
+    ReLU)."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -1055,12 +1059,13 @@ class GPTBlock(nn.Module):
         self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(cfg.n_embd, 4 * cfg.n_embd),
                                       c_proj=nn.Linear(4 * cfg.n_embd, cfg.n_embd)))
         self.mlp_dropout = nn.Dropout(cfg.dropout)
+        self.act = F.relu if cfg.activation == "relu" else partial(F.gelu, approximate="tanh")  # GPT-2's gelu_new
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         attn, present = self.attn(self.ln_1(x), mask, past)
         x = x + attn
-        h = F.gelu(self.mlp["c_fc"](self.ln_2(x)), approximate="tanh")  # GPT-2's "gelu_new"
+        h = self.act(self.mlp["c_fc"](self.ln_2(x)))
         return x + self.mlp_dropout(self.mlp["c_proj"](h)), present
 
 

@@ -344,6 +344,22 @@ def _register_atari() -> None:
         pass
 
 
+def quiet_legacy_gym() -> None:
+    """Import OpenAI's unmaintained ``gym`` (if installed) once, with its stderr notice swallowed.
+
+    d3rlpy 2.8 depends on it (so ``pip install -r requirements.txt`` brings it), and both d3rlpy and
+    Stable-Baselines3 import it when present; its import prints a multi-line notice to stderr, which would
+    bury a script's own lines (bad input must be one ``error:`` line). The baselines call this before importing
+    those libraries; the playground itself never uses ``gym``."""
+    if "gym" in sys.modules or importlib.util.find_spec("gym") is None:
+        return
+    import contextlib
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        importlib.import_module("gym")
+
+
 def is_atari(env_id: str) -> bool:
     return env_id.startswith("ALE/") or "NoFrameskip" in env_id
 

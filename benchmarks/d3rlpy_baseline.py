@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import rl_utils  # noqa: E402
 from offline_rl import datasets  # noqa: E402
 
-ALGOS = ("awac", "bc", "bcq", "cql")
+ALGOS = ("awac", "bc", "bcq", "cql", "dt")
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Args(rl_utils.CommonArgs):
     """d3rlpy's offline algorithms with their defaults, evaluated and logged like the playground's scripts."""
 
     algo: str = "awac"
-    """awac, bc, bcq or cql (d3rlpy's continuous-action versions, default configs)"""
+    """awac, bc, bcq, cql or dt (d3rlpy's continuous-action versions, default configs; dt = DecisionTransformer)"""
     dataset: str = ""
     """a D4RL-layout .hdf5 file or a Minari dataset id (offline_rl/make_datasets.py writes both)"""
     env_id: str = ""
@@ -41,6 +41,8 @@ class Args(rl_utils.CommonArgs):
     """gradient steps (the same budget as ours in the README tables)"""
     eval_every: int = 5_000
     """gradient steps between evaluations"""
+    dt_target_return: float = 3600.0
+    """dt only: the return the Decision Transformer is conditioned on (ours: the first --target-returns)"""
 
     CHOICES = {"algo": ALGOS}
 
@@ -49,8 +51,30 @@ def make_algo(name: str, device: str):
     import d3rlpy
 
     config = {"awac": d3rlpy.algos.AWACConfig, "bc": d3rlpy.algos.BCConfig, "bcq": d3rlpy.algos.BCQConfig,
-              "cql": d3rlpy.algos.CQLConfig}[name]()
+              "cql": d3rlpy.algos.CQLConfig, "dt": d3rlpy.algos.DecisionTransformerConfig}[name]()
     return config.create(device=device)
+
+
+class StatefulPolicy:
+    """d3rlpy's Decision Transformer acts through one ``StatefulTransformerWrapper`` per episode (it keeps the
+    history and R̂, updated by the last reward): this batches them for ``rl_utils.evaluate``'s parallel episodes
+    (its ``observe`` / ``reset`` hooks)."""
+
+    def __init__(self, algo, target: float, episodes: int):
+        self.wrappers = [algo.as_stateful_wrapper(target_return=target) for _ in range(episodes)]
+        self.last = np.zeros(episodes)
+
+    def reset(self, mask: np.ndarray) -> None:
+        for i in np.flatnonzero(mask):
+            self.wrappers[i].reset()
+            self.last[i] = 0.0
+
+    def observe(self, rewards: np.ndarray) -> None:
+        self.last = np.asarray(rewards, dtype=np.float64)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.stack([w.predict(np.asarray(o, np.float32), float(r))
+                         for w, o, r in zip(self.wrappers, obs, self.last, strict=True)])
 
 
 def main() -> None:
@@ -61,6 +85,7 @@ def main() -> None:
     args.env_id = args.env_id or data.metadata.get("env_id", "")
     data.check_env(args.env_id)
     device = rl_utils.setup(args)
+    rl_utils.quiet_legacy_gym()
     import d3rlpy
 
     d3rlpy.seed(args.seed)
@@ -75,8 +100,9 @@ def main() -> None:
     t0 = time.time()
 
     def evaluate(algo, epoch: int, step: int) -> None:  # d3rlpy's epoch_callback
-        result = rl_utils.evaluate(eval_envs, lambda obs: algo.predict(np.asarray(obs, np.float32)),
-                                   args.eval_episodes, seed=args.seed + rl_utils.EVAL_SEED_OFFSET)
+        policy = (StatefulPolicy(algo, args.dt_target_return, args.eval_episodes) if args.algo == "dt"
+                  else lambda obs: algo.predict(np.asarray(obs, np.float32)))
+        result = rl_utils.evaluate(eval_envs, policy, args.eval_episodes, seed=args.seed + rl_utils.EVAL_SEED_OFFSET)
         scores["last"] = float(result.returns.mean())
         if scores["last"] > scores["best"]:
             scores["best"], scores["best_step"] = scores["last"], step
@@ -85,10 +111,14 @@ def main() -> None:
         print(f"step {step:>8d} | eval return {scores['last']:8.1f} ± {result.returns.std():6.1f} | "
               f"{logger.elapsed:6.0f}s", flush=True)
 
-    algo.fit(mdp, n_steps=args.total_timesteps, n_steps_per_epoch=min(args.eval_every, args.total_timesteps),
-             show_progress=False, save_interval=10**9, epoch_callback=evaluate,
-             experiment_name=name, with_timestamp=False,
-             logger_adapter=d3rlpy.logging.FileAdapterFactory(root_dir=str(logger.run_dir / "d3rlpy_logs")))
+    every = min(args.eval_every, args.total_timesteps)
+    common = dict(n_steps=args.total_timesteps, n_steps_per_epoch=every, show_progress=False, save_interval=10**9,
+                  experiment_name=name, with_timestamp=False,
+                  logger_adapter=d3rlpy.logging.FileAdapterFactory(root_dir=str(logger.run_dir / "d3rlpy_logs")))
+    if args.algo == "dt":  # d3rlpy's transformer fit has a per-step callback, no epoch callback
+        algo.fit(mdp, callback=lambda a, epoch, step: step % every == 0 and evaluate(a, epoch, step), **common)
+    else:
+        algo.fit(mdp, epoch_callback=evaluate, **common)
     steps = args.total_timesteps
     summary = dict(final_eval_return=scores["last"], best_eval_return=scores["best"],
                    best_eval_step=scores["best_step"], env_steps=steps, offline_steps=steps,

@@ -98,6 +98,7 @@ def zoo_kwargs(algo: str, env_id: str) -> tuple[int, dict]:
 
 def main() -> None:
     args = rl_utils.parse_args(Args)
+    rl_utils.quiet_legacy_gym()
     import stable_baselines3 as sb3
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env

@@ -70,6 +70,7 @@ def ours(algo: str, env_id: str, fill: int, compile_update: bool) -> Callable[[i
 
 def sb3(algo: str, env_id: str, fill: int) -> Callable[[int], None]:
     """A function doing ``k`` of SB3's updates (``model.train``), after ``fill`` random steps."""
+    rl_utils.quiet_legacy_gym()
     from stable_baselines3 import SAC, TD3
 
     cls = SAC if algo == "sac" else TD3

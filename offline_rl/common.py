@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -51,6 +52,14 @@ class OfflineArgs(off_policy.OffPolicyArgs):
     """steps between loss log rows"""
 
     LIMITS = {"offline_steps": (0, None), "total_timesteps": (0, None), "log_every": (1, None)}
+
+
+class DatasetRunArgs(Protocol):
+    """What the helpers below read of a script's flags (OfflineArgs, and the Decision Transformer's own Args)."""
+
+    dataset: str
+    env_id: str
+    offline_steps: int
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -104,7 +113,7 @@ def set_obs_stats(dataset: datasets.OfflineDataset, *nets: nn.Module) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def load_dataset(args: OfflineArgs) -> datasets.OfflineDataset:
+def load_dataset(args: DatasetRunArgs) -> datasets.OfflineDataset:
     """The dataset, checked against the env (``--env-id`` defaults to the one it records)."""
     if not args.dataset:
         raise rl_utils.UsageError("--dataset PATH_OR_MINARI_ID is required (make one with offline_rl/make_datasets.py)")
@@ -148,7 +157,7 @@ def prepare(session: off_policy.Session, ckpt: rl_utils.Checkpoint | None, args:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def extend_summary(path: Path, args: OfflineArgs, step: int) -> None:
+def extend_summary(path: Path, args: DatasetRunArgs, step: int) -> None:
     """summary.json's counters in offline terms (its ``env_steps`` is the step counter of both phases) and D4RL's
     normalised score of its returns (for envs with reference scores)."""
     summary = json.loads(path.read_text())

@@ -170,7 +170,7 @@ CASES = [(s, RL_TINY + argv, msg) for s in RL_SCRIPTS for argv, msg in RL_CASES
     ("offline_rl/decision_transformer/train.py", ["--backbone", "hf-gpt2", "--eval-context", "cached"],
      "--eval-context cached needs"),
     ("offline_rl/decision_transformer/train.py", ["--dataset", "{file}"], "is not a readable hdf5 file"),
-    ("benchmarks/d3rlpy_baseline.py", ["--algo", "nope"], "--algo must be awac, bc, bcq or cql"),
+    ("benchmarks/d3rlpy_baseline.py", ["--algo", "nope"], "--algo must be awac, bc, bcq, cql or dt"),
     ("benchmarks/d3rlpy_baseline.py", [], "--dataset PATH_OR_MINARI_ID is required"),
     ("benchmarks/d3rlpy_baseline.py", ["--dataset", "{file}"], "is not a readable hdf5 file"),
 ]

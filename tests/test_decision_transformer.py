@@ -28,14 +28,15 @@ def _gpt(n_layer: int = 2, n_head: int = 2, d: int = 16) -> dl_utils.GPT:
     return dl_utils.GPT(dl_utils.GPTConfig(n_embd=d, n_layer=n_layer, n_head=n_head, dropout=0.0)).eval()
 
 
-def test_gpt_equals_transformers_gpt2model_with_the_same_weights_and_left_padding():
+@pytest.mark.parametrize("activation, hf_name", [("gelu", "gelu_new"), ("relu", "relu")])
+def test_gpt_equals_transformers_gpt2model_with_the_same_weights_and_left_padding(activation, hf_name):
     from transformers import GPT2Config, GPT2Model
 
     torch.manual_seed(0)
     hf = GPT2Model(GPT2Config(vocab_size=1, n_positions=32, n_embd=16, n_layer=2, n_head=2, resid_pdrop=0.0,
-                              embd_pdrop=0.0, attn_pdrop=0.0)).eval()
+                              embd_pdrop=0.0, attn_pdrop=0.0, activation_function=hf_name)).eval()
     torch.nn.init.zeros_(hf.wpe.weight)  # DT uses no position embeddings (the timestep embedding replaces them)
-    ours = _gpt()
+    ours = dl_utils.GPT(dl_utils.GPTConfig(n_embd=16, n_layer=2, n_head=2, dropout=0.0, activation=activation)).eval()
     ours.load_hf_gpt2(hf.state_dict())
     x = torch.randn(3, 10, 16)
     keep = torch.ones(3, 10, dtype=torch.bool)
@@ -164,3 +165,25 @@ def test_the_hf_backbone_bc_baseline_and_delayed_mode_run(tmp_path, extra):
                "--runs-dir", tmp_path / "runs")
     summary = json.loads((only_run_dir(tmp_path / "runs") / "summary.json").read_text())
     assert summary["algo"] == ("dt_bc" if "bc" in extra else "dt") and summary["final_eval_return"] < 0
+
+
+def test_bench_speed_reports_training_and_both_acting_modes(tmp_path):
+    out = tmp_path / "speed.json"
+    run_script("offline_rl/decision_transformer/bench_speed.py", "--n-embd", "16", "--n-layer", "1",
+               "--batch-size", "4", "--context", "4", "--train-steps", "2", "--act-steps", "5", "--episodes", "2",
+               "--out", out)
+    result = json.loads(out.read_text())
+    assert result["train_steps_per_s"] > 0 and result["act_ms_per_step_window"] > 0
+    assert result["act_ms_per_step_cached"] > 0 and result["context"] == 4
+
+
+def test_the_d3rlpy_decision_transformer_column_runs_and_reports_like_ours(tmp_path):
+    """benchmarks/d3rlpy_baseline.py --algo dt: d3rlpy's stateful wrappers batched for our evaluation."""
+    data = tmp_path / "pendulum.hdf5"
+    pendulum_dataset(data, episodes=2)
+    run_script("benchmarks/d3rlpy_baseline.py", "--algo", "dt", "--dataset", data, "--total-timesteps", "4",
+               "--eval-every", "2", "--eval-episodes", "2", "--dt-target-return=-150", "--runs-dir",
+               tmp_path / "runs", timeout=600)
+    summary = json.loads((only_run_dir(tmp_path / "runs") / "summary.json").read_text())
+    assert summary["algo"] == "d3rlpy_dt" and summary["offline_steps"] == 4 and summary["best_eval_step"] in (2, 4)
+    assert -2000 < summary["final_eval_return"] <= 0

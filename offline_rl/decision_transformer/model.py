@@ -34,6 +34,8 @@ class DTConfig:
     """size of the timestep embedding table (MuJoCo episodes are at most 1,000 steps)"""
     backbone: str = "gpt"
     """gpt (dl_utils.GPT, written here, with a KV cache) or hf-gpt2 (transformers' GPT2Model, as the notes)"""
+    activation: str = "gelu"
+    """the GPT's MLP non-linearity: gelu (GPT-2's) or relu (the authors' config)"""
 
 
 class HFGPT2Backbone(nn.Module):
@@ -46,7 +48,8 @@ class HFGPT2Backbone(nn.Module):
 
         config = GPT2Config(vocab_size=1, n_positions=n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
                             n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
-                            attn_pdrop=cfg.dropout, layer_norm_epsilon=cfg.layer_norm_epsilon)
+                            attn_pdrop=cfg.dropout, layer_norm_epsilon=cfg.layer_norm_epsilon,
+                            activation_function="relu" if cfg.activation == "relu" else "gelu_new")
         self.gpt2 = GPT2Model(config)
         nn.init.zeros_(self.gpt2.wpe.weight)
         self.gpt2.wpe.weight.requires_grad_(False)
@@ -72,7 +75,8 @@ class DecisionTransformer(nn.Module):
         self.embed_state = nn.Linear(cfg.state_dim, d)
         self.embed_action = nn.Linear(cfg.act_dim, d)
         self.embed_ln = nn.LayerNorm(d)
-        gpt = dl_utils.GPTConfig(n_embd=d, n_layer=cfg.n_layer, n_head=cfg.n_head, dropout=cfg.dropout)
+        gpt = dl_utils.GPTConfig(n_embd=d, n_layer=cfg.n_layer, n_head=cfg.n_head, dropout=cfg.dropout,
+                                 activation=cfg.activation)
         self.transformer = (dl_utils.GPT(gpt) if cfg.backbone == "gpt"
                             else HFGPT2Backbone(gpt, n_positions=3 * cfg.context))
         self.predict_action = nn.Sequential(nn.Linear(d, cfg.act_dim), nn.Tanh())

@@ -49,6 +49,8 @@ class Args(rl_utils.CommonArgs):
     """dt (Decision Transformer) or bc (MLP behaviour cloning from the current state, the baseline)"""
     backbone: str = "gpt"
     """gpt (dl_utils.GPT, written here, with a KV cache) or hf-gpt2 (transformers' GPT2Model, as the notes)"""
+    activation: str = "gelu"
+    """the GPT's MLP non-linearity: gelu (GPT-2's, the notes' GPT2Model default) or relu (the authors' config)"""
     context: int = 20
     """K: timesteps per training segment and in the acting window (the notes, the authors)"""
     n_embd: int = 128
@@ -98,7 +100,8 @@ class Args(rl_utils.CommonArgs):
               "dropout": (0, 1), "batch_size": (1, None), "learning_rate": (0, None), "weight_decay": (0, None),
               "warmup_steps": (1, None), "grad_clip": (0, None), "offline_steps": (1, None),
               "return_scale": (0, None), "max_ep_len": (1, None), "log_every": (1, None)}
-    CHOICES = {"model": ("dt", "bc"), "backbone": ("gpt", "hf-gpt2"), "eval_context": ("window", "cached")}
+    CHOICES = {"model": ("dt", "bc"), "backbone": ("gpt", "hf-gpt2"), "eval_context": ("window", "cached"),
+               "activation": ("gelu", "relu")}
 
     def targets(self, dataset: datasets.OfflineDataset | None = None) -> list[float]:
         text = self.target_returns or DEFAULT_TARGETS.get(datasets.env_family(self.env_id), "")
@@ -296,7 +299,8 @@ def evaluate(model: torch.nn.Module, args: Args, targets: list[float], device: t
 
 def build_model(args: Args, state_dim: int, act_dim: int, device: torch.device) -> torch.nn.Module:
     cfg = DTConfig(state_dim, act_dim, context=args.context, n_embd=args.n_embd, n_layer=args.n_layer,
-                   n_head=args.n_head, dropout=args.dropout, max_ep_len=args.max_ep_len, backbone=args.backbone)
+                   n_head=args.n_head, dropout=args.dropout, max_ep_len=args.max_ep_len, backbone=args.backbone,
+                   activation=args.activation)
     return (DecisionTransformer(cfg) if args.model == "dt" else MLPBC(cfg)).to(device)
 
 
