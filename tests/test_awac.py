@@ -79,6 +79,21 @@ def test_critic_target_is_r_plus_discounted_min_target_q_at_a_policy_sample_and_
     torch.testing.assert_close(loss, expected)
 
 
+def test_actor_loss_is_the_advantage_weighted_log_likelihood_of_the_data_actions():
+    torch.manual_seed(0)
+    actor, q = GaussianActor(4, 2, [16]), Critics(4, 2, [16])
+    batch = _batch()
+    torch.manual_seed(3)
+    loss, weights = awac.actor_loss(q, actor, batch, "exp", 1 / 3, max_weight=100.0)
+    torch.manual_seed(3)  # the same policy sample ã ~ π(·|s)
+    with torch.no_grad():
+        advantage = q(batch.obs, batch.actions).min(0).values - q(batch.obs, actor.sample(batch.obs)).min(0).values
+    expected_w = (3 * advantage).exp().clamp(max=100.0)
+    torch.testing.assert_close(weights, expected_w)
+    torch.testing.assert_close(loss, -(expected_w * actor.log_prob(batch.obs, batch.actions)).mean())
+    assert weights.std() > 0  # the weights differ per sample, so a loss without them would differ
+
+
 def test_an_update_moves_targets_only_by_polyak_and_bc_trains_no_critic():
     torch.manual_seed(0)
     args = awac.Args(hidden_sizes="16", tau=0.5)
