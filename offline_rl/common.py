@@ -157,6 +157,14 @@ def prepare(session: off_policy.Session, ckpt: rl_utils.Checkpoint | None, args:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def end(session: off_policy.Session, args: OfflineArgs, interrupted: bool) -> None:
+    """The session's end (latest.pt; then the resume hint, or the final evaluation and summary.json), and the
+    summary in offline terms."""
+    session.end(interrupted)
+    if not interrupted:
+        extend_summary(session.run.run_dir / "summary.json", args, session.progress.global_step)
+
+
 def extend_summary(path: Path, args: DatasetRunArgs, step: int) -> None:
     """summary.json's counters in offline terms (its ``env_steps`` is the step counter of both phases) and D4RL's
     normalised score of its returns (for envs with reference scores)."""

@@ -155,9 +155,7 @@ def main() -> None:
             s.log_update(stats, args.log_every)
             if s.after_step():
                 break
-    s.end(interrupt.requested)
-    if not interrupt.requested:
-        common.extend_summary(s.run.run_dir / "summary.json", args, progress.global_step)
+    common.end(s, args, interrupt.requested)
 
 
 if __name__ == "__main__":
