@@ -16,6 +16,7 @@ returns, then the loop: AdamW with a linear warm-up, gradient clipping, evaluati
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ DEFAULT_TARGETS = {"hopper": "3600,1800", "halfcheetah": "12000,6000", "walker2d
 
 
 @dataclass
-class Args(rl_utils.CommonArgs):
+class Args(rl_utils.RunArgs):
     """Train a Decision Transformer (or, with --model bc, an MLP behaviour-cloning baseline) on an offline
     dataset; defaults are the notes' Hopper config, sized for a CPU where stated."""
 
@@ -45,6 +46,14 @@ class Args(rl_utils.CommonArgs):
     """a D4RL-layout .hdf5 file or a Minari dataset id (make them with offline_rl/make_datasets.py)"""
     env_id: str = ""
     """env to evaluate on (default: the env the dataset records)"""
+    eval_only: bool = False
+    """only evaluate --checkpoint at every target (add --capture-video to record it) and exit"""
+    checkpoint: str = ""
+    """checkpoint to evaluate with --eval-only"""
+    capture_video: bool = False
+    """record videos of evaluation episodes into <run>/videos (--eval-only)"""
+    target_return: float = math.inf
+    """stop early once the first target's mean evaluation return reaches this (inf = never)"""
     model: str = "dt"
     """dt (Decision Transformer) or bc (MLP behaviour cloning from the current state, the baseline)"""
     backbone: str = "gpt"
@@ -99,7 +108,8 @@ class Args(rl_utils.CommonArgs):
     LIMITS = {"context": (1, None), "n_embd": (1, None), "n_layer": (1, None), "n_head": (1, None),
               "dropout": (0, 1), "batch_size": (1, None), "learning_rate": (0, None), "weight_decay": (0, None),
               "warmup_steps": (1, None), "grad_clip": (0, None), "offline_steps": (1, None),
-              "return_scale": (0, None), "max_ep_len": (1, None), "log_every": (1, None)}
+              "return_scale": (0, None), "max_ep_len": (1, None), "log_every": (1, None), "eval_every": (0, None),
+              "eval_episodes": (1, None), "checkpoint_every": (0, None)}
     CHOICES = {"model": ("dt", "bc"), "backbone": ("gpt", "hf-gpt2"), "eval_context": ("window", "cached"),
                "activation": ("gelu", "relu")}
 
