@@ -77,7 +77,7 @@ bench-her: setup ## DQN+HER vs DQN on 15-bit flipping (60k, ~4 min a run), DDPG+
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite her-fetchreach
 	cp benchmarks/results/her-fetchreach/curves.png classic_rl/her/figures/fetchreach_3seeds.png
 
-bench-diayn: setup ## DIAYN, 8 skills: Navigation2D-v0 20k steps x 3 seeds (~4 min a run), Pendulum-v1 20k (~4 min), HalfCheetah-v5 30k (~10 min), all on 2 CPU cores
+bench-diayn: setup ## DIAYN, 8 skills: Navigation2D-v0 20k steps x 3 seeds (5-10 min a run), Pendulum-v1 20k (~7 min), HalfCheetah-v5 30k (~8 min), on 2 CPU cores
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite diayn
 	$(BIN)/python benchmarks/run.py --seeds 1 --suite diayn-pendulum --suite diayn-halfcheetah
 	cp benchmarks/results/diayn/curves.png classic_rl/diayn/figures/nav2d_accuracy_3seeds.png

@@ -53,6 +53,8 @@ A3C = "classic_rl/a3c/train.py"
 ACER = "classic_rl/acer/train.py"
 SB3 = "benchmarks/sb3_baseline.py"
 HER = "classic_rl/her/train.py"
+DIAYN = "classic_rl/diayn/train.py"
+PONG = "classic_rl/pong/train.py"
 # Side-by-side comparisons evaluate both sides at the same points (every 2,048 steps, 10 greedy episodes).
 SAME_EVAL = ("--eval-every", "2048")
 
@@ -62,7 +64,9 @@ SAME_EVAL = ("--eval-every", "2048")
 # --help, summary.json and this harness working.
 TINY = ("--eval-every", "0", "--eval-episodes", "2")
 CONTINUOUS_ENV = "Pendulum-v1"
-BOX_ONLY = {"sac", "td3", "ddpg", "d4pg"}
+BOX_ONLY = {"sac", "td3", "ddpg", "d4pg", "diayn"}
+ATARI_ONLY = {"pong"}  # 80x80 Pong frames: the contract runs these on ATARI_ENV
+ATARI_ENV = "ALE/Pong-v5"
 RL_SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dqn": (DQN, ("--learning-starts", "100", "--train-frequency", "4", "--gradient-steps", "1", *TINY)),
     "ppo": (PPO, ("--num-envs", "2", "--num-steps", "64", "--num-minibatches", "2", "--update-epochs", "1", *TINY)),
@@ -81,6 +85,10 @@ RL_SCRIPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "a3c": (A3C, ("--num-workers", "2", *TINY)),
     "acer": (ACER, ("--num-envs", "2", "--num-steps", "16", "--replay-start", "4", "--buffer-segments", "64", *TINY)),
     "c51": (C51, ("--learning-starts", "100", "--train-frequency", "4", "--gradient-steps", "1", *TINY)),
+    "diayn": (DIAYN, ("--learning-starts", "256", "--batch-size", "32", "--hidden-sizes", "32,32", "--num-skills",
+                      "2", "--eval-every", "0", "--eval-episodes", "1")),
+    "pong": (PONG, ("--num-envs", "2", "--max-episode-steps", "60", "--max-rollout-steps", "64",
+                    "--episodes-per-update", "2", "--update-epochs", "1", "--num-minibatches", "2", *TINY)),
     "sb3_ppo": (SB3, ("--algo", "ppo", "--eval-every", "256", "--eval-episodes", "2")),
 }
 
@@ -215,6 +223,11 @@ SUITES: dict[str, list[Entry]] = {
                              metric="success_rate"),
                        Entry("ddpg", HER, "FetchReach-v4", 20_000, 0.9, ("--algo", "ddpg", "--no-her"),
                              metric="success_rate")],
+    # DIAYN: no env reward; the metric is the discriminator accuracy of the final evaluation (8 skills: chance
+    # 0.125), threshold 0.8 (python classic_rl/diayn/train.py ...; the env return is only reported)
+    "diayn": [Entry("diayn", DIAYN, "Navigation2D-v0", 20_000, 0.8, metric="discriminator_accuracy")],
+    "diayn-pendulum": [Entry("diayn", DIAYN, "Pendulum-v1", 20_000, 0.8, metric="discriminator_accuracy")],
+    "diayn-halfcheetah": [Entry("diayn", DIAYN, "HalfCheetah-v5", 30_000, 0.8, metric="discriminator_accuracy")],
 }
 
 

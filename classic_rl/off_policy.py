@@ -86,18 +86,20 @@ class Session:
 
     ``make_actor(args, envs, device)`` builds the policy that is evaluated and saved as ``agent``;
     ``make_learner(args, envs, device, actor)`` returns the other objects to checkpoint by name (critics, targets,
-    optimizers, the temperature, ...)."""
+    optimizers, the temperature, ...). ``buffer_extras`` names extra per-step fields of the replay buffer and their
+    spaces (DIAYN's skill: ``{"skill": Discrete(K)}``), given to :meth:`step_envs` by the same names."""
 
     def __init__(self, args: OffPolicyArgs, ckpt: rl_utils.Checkpoint | None, algo: str,
-                 make_actor: Callable[..., nn.Module], make_learner: Callable[..., dict[str, Any]]):
+                 make_actor: Callable[..., nn.Module], make_learner: Callable[..., dict[str, Any]],
+                 buffer_extras: dict[str, gym.Space] | None = None):
         self.args, self.algo = args, algo
         self.device = rl_utils.setup(args)
         self.envs = on_policy.make_envs(args)  # Box actions exposed as [-1, 1]
         self.actor = make_actor(args, self.envs, self.device)
         self.learner = make_learner(args, self.envs, self.device, self.actor)
         self.buffer = rl_utils.ReplayBuffer(args.buffer_size, args.num_envs, self.envs.single_observation_space,
-                                            self.envs.single_action_space, gamma=args.gamma, device=self.device,
-                                            seed=args.seed)
+                                            self.envs.single_action_space, extras=buffer_extras, gamma=args.gamma,
+                                            device=self.device, seed=args.seed)
         self.rng = np.random.default_rng(args.seed)  # exploration draws, checkpointed for an exact resume
         self.obs, _ = self.envs.reset(seed=args.seed)
         self.progress = Progress(next_eval=args.eval_every)
@@ -123,12 +125,13 @@ class Session:
     def checkpoint(self, name: str) -> Path:
         return self.run.save(name, self.progress.global_step, **self._objects(), obs=self.obs)
 
-    def step_envs(self, actions: np.ndarray) -> np.ndarray:
+    def step_envs(self, actions: np.ndarray, **extras: np.ndarray) -> np.ndarray:
         """One vector step with ``actions`` in [-1, 1]^d: store the transitions (with the *real* next observation
-        where an episode ended), log finished episodes, advance the counters. Returns which envs' episodes
-        ended (terminated or truncated)."""
+        where an episode ended, and the ``extras`` fields, one value per env), log finished episodes, advance the
+        counters. Returns which envs' episodes ended (terminated or truncated)."""
         next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
-        self.buffer.add(self.obs, rl_utils.real_next_obs(next_obs, infos), actions, rewards, terminated, truncated)
+        self.buffer.add(self.obs, rl_utils.real_next_obs(next_obs, infos), actions, rewards, terminated, truncated,
+                        **extras)
         self.obs = next_obs
         self.progress.iteration += 1
         self.progress.global_step += self.args.num_envs

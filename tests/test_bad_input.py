@@ -26,7 +26,7 @@ RL_SCRIPTS = ["classic_rl/dqn/train.py", "classic_rl/ppo/train.py", "classic_rl/
               "classic_rl/td3/train.py", "classic_rl/ddpg/train.py", "classic_rl/sac_discrete/train.py",
               "distributional_rl/c51/train.py", "distributional_rl/d4pg/train.py", "classic_rl/trpo/train.py",
               "classic_rl/dppo/train.py", "classic_rl/a3c/train.py", "classic_rl/acer/train.py",
-              "classic_rl/her/train.py"]
+              "classic_rl/her/train.py", "classic_rl/diayn/train.py"]
 HAS_CNN = ("classic_rl/dqn/train.py", "distributional_rl/c51/train.py")  # these run image observations
 RL_CASES = [
     (["--total-timesteps", "0"], "--total-timesteps must be >= 1"),
@@ -85,10 +85,28 @@ CASES = [(s, RL_TINY + argv, msg) for s in RL_SCRIPTS for argv, msg in RL_CASES
     ("classic_rl/td3/train.py", RL_TINY + ["--exploration-noise", "pink"], "--exploration-noise"),
     ("classic_rl/td3/train.py", RL_TINY + ["--num-critics", "3"], "--num-critics must be <= 2"),
     ("classic_rl/ddpg/train.py", RL_TINY + ["--resume", "{missing}"], "checkpoint not found"),
+    ("classic_rl/diayn/train.py", RL_TINY + ["--env-id", "CartPole-v1"], "needs continuous (Box) actions"),
+    ("classic_rl/diayn/train.py", RL_TINY + ["--num-skills", "0"], "--num-skills must be >= 2"),
+    ("classic_rl/diayn/train.py", RL_TINY + ["--num-skills", "1"], "--num-skills must be >= 2"),
+    ("classic_rl/diayn/train.py", RL_TINY + ["--discriminator-lr", "-1"], "--discriminator-lr must be >= 0"),
+    ("classic_rl/diayn/train.py", RL_TINY + ["--norm-obs"], "DIAYN does not normalise"),
+    ("classic_rl/diayn/train.py", RL_TINY + ["--alpha", "0"], "--alpha must be > 0"),
+    ("classic_rl/sac/train.py", RL_TINY + ["--alpha", "0"], "--alpha must be > 0"),
+    ("classic_rl/sac_discrete/train.py", RL_TINY + ["--alpha", "0"], "--alpha must be > 0"),
     ("classic_rl/ppo/train.py", RL_TINY + ["--num-minibatches", "0"], "--num-minibatches must be >= 1"),
     ("classic_rl/ppo/train.py", RL_TINY + ["--activation", "gelu"], "--activation"),
     ("classic_rl/ppo/train.py", RL_TINY + ["--num-minibatches", "3"], "must divide"),
     ("classic_rl/ppo/train.py", RL_TINY + ["--env-id", "ALE/Pong-v5"], "flat vector observations"),
+    ("classic_rl/pong/train.py", RL_TINY + ["--env-id", "CartPole-v1"], "is not an Atari env"),
+    ("classic_rl/pong/train.py", RL_TINY + ["--lookback", "0"], "--lookback must be >= 1"),
+    ("classic_rl/pong/train.py", RL_TINY + ["--backbone", "cnn3d", "--frames", "4"], "--frames >= 7"),
+    ("classic_rl/pong/train.py", RL_TINY + ["--backbone", "rnn"], "--backbone must be"),
+    ("classic_rl/pong/train.py", RL_TINY + ["--ffn", "gelu"], "--ffn must be mlp or none"),
+    ("classic_rl/pong/train.py", RL_TINY + ["--backbone", "transformer", "--n-head", "3"], "divisible by --n-head"),
+    ("classic_rl/pong/train.py", RL_TINY + ["--collect", "rollouts"], "--collect must be episodes or steps"),
+    ("classic_rl/pong/train.py", RL_TINY + ["--eval-only"], "--eval-only needs --checkpoint"),
+    ("classic_rl/pong/train.py", RL_TINY + ["--resume", "{other}"], "written by"),
+    ("classic_rl/pong/bench_cache.py", ["--lookbacks", "0"], "--lookbacks values must be >= 1"),
     ("classic_rl/a2c/train.py", RL_TINY + ["--optimizer", "sgd"], "--optimizer must be rmsprop or adam"),
     ("classic_rl/a2c/train.py", RL_TINY + ["--num-steps", "0"], "--num-steps must be >= 1"),
     ("classic_rl/a2c/train.py", RL_TINY + ["--gae-lambda", "-0.1"], "--gae-lambda must be >= 0"),
@@ -180,6 +198,7 @@ RUN_FOLDER_SCRIPTS = {s for s in RL_SCRIPTS} | {"d2l_notes/train.py", "vit/train
                                                 "classic_rl/tabular/train.py", "classic_rl/bandits/train.py",
                                                 "classic_rl/dynamic_programming/train.py", "offline_rl/awac/train.py",
                                                 "offline_rl/bcq/train.py", "offline_rl/decision_transformer/train.py"}
+RUN_FOLDER_SCRIPTS |= {"classic_rl/pong/train.py"}
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmarks.run import BOX_ONLY, CONTINUOUS_ENV, RL_SCRIPTS, Entry, run_entry
+from benchmarks.run import ATARI_ENV, ATARI_ONLY, BOX_ONLY, CONTINUOUS_ENV, RL_SCRIPTS, Entry, run_entry
 from tests.conftest import run_script
 
 
@@ -17,13 +17,15 @@ def test_script_keeps_the_contract(name, tmp_path):
     help_text = run_script(script, "--help").stdout
     for flag in ("--env-id", "--seed", "--total-timesteps", "--runs-dir", "--resume", "--device"):
         assert flag in help_text, (script, flag)
-    env_id = CONTINUOUS_ENV if name in BOX_ONLY else "CartPole-v1"
+    env_id = CONTINUOUS_ENV if name in BOX_ONLY else ATARI_ENV if name in ATARI_ONLY else "CartPole-v1"
     row = run_entry(Entry(name, script, env_id, 512, 475, tiny), seed=2, out=tmp_path)
-    summary = json.loads((tmp_path / "runs" / f"{env_id}__{name}__2" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "runs" / f"{env_id.replace('/', '-')}__{name}__2" / "summary.json").read_text())
     ours = () if name.startswith("sb3_") else ("best_heldout_return", "best_eval_step")  # SB3 keeps no best.pt
     for key in ("final_eval_return", "env_steps", "wall_time_s", *ours):
         assert key in summary, (script, key)
     low, high = (-2000, 0) if name in BOX_ONLY else (0, 500)  # Pendulum: about -16 per step at worst, 200 steps
+    if name in ATARI_ONLY:  # Pong: -21 (every point lost) to 21
+        low, high = -22, 21
     assert low < summary["final_eval_return"] <= high and summary["env_steps"] >= 512
     assert row["final_eval_return"] == summary["final_eval_return"] and row["sps"] > 0
 

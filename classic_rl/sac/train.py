@@ -105,6 +105,9 @@ def build_learner(args: Args, envs: gym.vector.VectorEnv, device: torch.device,
 
 def learner_around(args: Args, q: nn.Module, actor: nn.Module, device: torch.device) -> dict[str, object]:
     """SAC's learner state around critics ``q`` (continuous or discrete): a target copy, α and three optimizers."""
+    if args.alpha <= 0:  # α is kept as log α (so that it stays positive while learned): 0 has none
+        raise rl_utils.UsageError(f"--alpha must be > 0 (a tiny α such as 1e-4 is almost no entropy bonus), "
+                                  f"got {args.alpha:g}")
     q_target = copy.deepcopy(q).requires_grad_(False)  # moved only by soft updates, never by gradients
     log_alpha = nn.Parameter(torch.tensor(math.log(args.alpha), device=device), requires_grad=args.autotune)
     temperature = nn.ParameterDict({"log_alpha": log_alpha})  # a module, so the checkpoint helper saves it
