@@ -44,8 +44,9 @@ class Args(off_policy.OffPolicyArgs):
     """initial temperature α (the weight of the entropy bonus)"""
     autotune: bool = True
     """learn α so that the policy's entropy tracks the target entropy"""
-    target_entropy_scale: float = 0.5
-    """target entropy = scale × log|A|, a fraction of the uniform policy's entropy (log|A| would keep it uniform)"""
+    target_entropy_scale: float = 0.3
+    """target entropy = scale × log|A|, a fraction of the uniform policy's entropy (log|A| would keep it uniform;
+    on CartPole 0.5 left seed 3 on a ~200 plateau until 34k steps and short of 475 at 50k, 0.3 solved it)"""
     log_every: int = 100
     """env steps between loss log rows"""
 
