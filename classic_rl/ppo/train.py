@@ -66,8 +66,8 @@ class Args(on_policy.PolicyArgs):
 # Tuned defaults per env (RL Zoo's ppo.yml where it has them), applied unless the flag is typed.
 PRESETS: dict[str, dict[str, object]] = {
     # RL Zoo's ppo.yml, in SB3's loss convention: no value clipping (SB3's clip_range_vf is None; ours also annealed
-    # the value clip to 0 with ε, which froze the critic late in the run: seeds 1-10 first reached 475 at 23k steps
-    # on average with it, 15k without, as SB3's 14k) and the value loss weighted as SB3's (its MSE has no ½).
+    # the value clip to 0 with ε, which froze the critic late in the run: seeds 1-10 first reached 475 at 21.5k steps
+    # on average with it, 15.4k without, SB3 14.1k) and the value loss weighted as SB3's (its MSE has no ½).
     "CartPole-v1": dict(
         total_timesteps=100_000, num_envs=8, num_steps=32, num_minibatches=1, update_epochs=20, gamma=0.98,
         gae_lambda=0.8, ent_coef=0.0, learning_rate=1e-3, anneal_clip=True, clip_vloss=False, vf_coef=1.0,
