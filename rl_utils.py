@@ -209,17 +209,18 @@ def parse_args(
     cls: type[T],
     argv: Sequence[str] | None = None,
     presets: dict[str, dict[str, Any]] | None = None,
-    preset_key: str = "env_id",
+    preset_key: str | tuple[str, ...] = "env_id",
 ) -> T:
     """Parse the command line into an instance of the dataclass ``cls``; ``--help`` lists every field's doc.
 
     ``presets`` maps a value of ``preset_key`` (an env id) to tuned defaults, in the spirit of RL Zoo's
-    hyperparameter files: they replace the dataclass defaults, never a flag the user typed. Fields named in a
-    ``LIMITS`` class attribute are range-checked here, so every script gets the same one-line errors."""
+    hyperparameter files: they replace the dataclass defaults, never a flag the user typed. Several keys (e.g.
+    ``("env_id", "recipe")``) apply their presets in that order, a later key's values winning. Fields named in
+    a ``LIMITS`` class attribute are range-checked here, so every script gets the same one-line errors."""
     namespace = vars(build_parser(cls).parse_args(argv))
-    if presets and namespace.get(preset_key) in presets:
-        given = explicit_flags(cls, argv)
-        for key, value in presets[namespace[preset_key]].items():
+    given = explicit_flags(cls, argv) if presets else set()
+    for field in (preset_key,) if isinstance(preset_key, str) else preset_key:
+        for key, value in (presets or {}).get(namespace.get(field), {}).items():
             if key not in given:
                 namespace[key] = value
     args = cls(**namespace)
@@ -231,7 +232,7 @@ def parse_run_args(
     cls: type[T],
     argv: Sequence[str] | None = None,
     presets: dict[str, dict[str, Any]] | None = None,
-    preset_key: str = "env_id",
+    preset_key: str | tuple[str, ...] = "env_id",
 ) -> tuple[T, Checkpoint | None]:
     """:func:`parse_args`, then ``--resume``: load that checkpoint (a file, or a run folder meaning its
     ``ckpt/latest.pt``), check that this script wrote it, and continue with the saved arguments, overridden only

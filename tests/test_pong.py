@@ -1,7 +1,8 @@
 """Pong (classic_rl/pong): the cached Transformer equals its full forward across an episode reset, the windowed
 training mask gives masked keys exactly zero weight and a chunk read with its lookback equals the whole
 sequence, training re-evaluates the acting policy exactly (PPO's first ratio is 1), round discounting on a
-hand-computed example, the 80x80 preprocessing, bad input, and every backbone and every algorithm end to end.
+hand-computed example, the 80x80 preprocessing, bad input, every backbone and every algorithm end to end, and the
+memory task (CartPoleNoVelocity-v1: the env, the vector-observation transformer, a tiny run).
 
 The end-to-end runs are five (every backbone once, every algo at least once), not all 15 combinations: each is a
 Pong subprocess of several seconds; the combinations share all code paths but the backbone and the loss."""
@@ -14,8 +15,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import check_env
 
 import rl_utils
+from classic_rl.pong import envs as memory_envs
 from classic_rl.pong import train as pong
 from classic_rl.pong.model import FrameDiff, FramePolicy, TransformerActor, prepro, window_keep_mask
 from classic_rl.reinforce.train import finished_mask
@@ -27,10 +30,14 @@ TINY = ("--total-timesteps", "300", "--num-envs", "2", "--max-episode-steps", "6
         "--eval-episodes", "1", "--frames", "7", "--seq-len", "16")
 
 
-def _episodes(length: int, batch: int, resets: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random binary frames [B, T, 80, 80] with episode starts at 0 and at ``resets[b]``, and the
-    episode-absolute positions the acting side counts."""
-    frames = (torch.rand(batch, length, 80, 80) < 0.05).to(torch.uint8)
+def _episodes(length: int, batch: int, resets: list[int], obs_shape: tuple[int, ...] = (80, 80)
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random binary frames [B, T, 80, 80] (or Gaussian vector observations [B, T, D] for ``obs_shape`` (D,))
+    with episode starts at 0 and at ``resets[b]``, and the episode-absolute positions the acting side counts."""
+    if len(obs_shape) == 1:
+        frames = torch.randn(batch, length, *obs_shape)
+    else:
+        frames = (torch.rand(batch, length, *obs_shape) < 0.05).to(torch.uint8)
     starts = torch.zeros(batch, length, dtype=torch.bool)
     starts[:, 0] = True
     for b, r in enumerate(resets):
@@ -45,11 +52,12 @@ def _episodes(length: int, batch: int, resets: list[int]) -> tuple[torch.Tensor,
     return frames, pos, starts
 
 
-@pytest.mark.parametrize("ffn", ["mlp", "none"])
-def test_cached_acting_equals_the_full_forward_at_every_position_across_a_reset(ffn):
+@pytest.mark.parametrize("ffn,obs_shape,n_actions", [("mlp", (80, 80), 2), ("none", (80, 80), 2),
+                                                     ("mlp", (2,), 3)])  # (2,): the memory task's (x, θ)
+def test_cached_acting_equals_the_full_forward_at_every_position_across_a_reset(ffn, obs_shape, n_actions):
     torch.manual_seed(0)
-    agent = FramePolicy("transformer", n_layer=2, lookback=4, ffn=ffn)
-    frames, pos, starts = _episodes(15, 2, resets=[6, 9])
+    agent = FramePolicy("transformer", n_layer=2, lookback=4, ffn=ffn, obs_shape=obs_shape, n_actions=n_actions)
+    frames, pos, starts = _episodes(15, 2, resets=[6, 9], obs_shape=obs_shape)
     with torch.no_grad():
         full_logits, full_values = agent.forward_seq(frames, pos, starts)
     actor = TransformerActor(agent, 2, torch.device("cpu"))
@@ -58,7 +66,7 @@ def test_cached_acting_equals_the_full_forward_at_every_position_across_a_reset(
             actor.reset(starts[:, t].numpy())
         peek_logits, _ = actor.peek(frames[:, t])  # must not move the cache
         logits, values, used_pos = actor.step(frames[:, t])
-        assert torch.equal(used_pos, pos[:, t])
+        assert torch.equal(used_pos, pos[:, t]) and logits.shape == (2, n_actions)
         assert (logits - full_logits[:, t]).abs().max() < 1e-5, t
         assert (values - full_values[:, t]).abs().max() < 1e-5, t
         assert (peek_logits - logits).abs().max() < 1e-6
@@ -124,14 +132,17 @@ class _NoRun:
         pass
 
 
-@pytest.mark.parametrize("backbone,collect", [("transformer", "steps"), ("transformer", "episodes"),
-                                              ("cnn3d2d", "episodes")])
-def test_training_reevaluates_the_acting_policy_exactly(backbone, collect):
+@pytest.mark.parametrize("backbone,collect,env_id", [("transformer", "steps", "ALE/Pong-v5"),
+                                                     ("transformer", "episodes", "ALE/Pong-v5"),
+                                                     ("cnn3d2d", "episodes", "ALE/Pong-v5"),
+                                                     ("transformer", "steps", "CartPoleNoVelocity-v1")])
+def test_training_reevaluates_the_acting_policy_exactly(backbone, collect, env_id):
     """Every used step's log π and V recomputed from the stored data (the transformer: chunks with their
     lookback, the context carried over from the previous rollout) equal what the acting pass computed: PPO's
     first ratio is exactly 1. Episodes of 20 steps end inside the rollouts, so caches are reset mid-way."""
-    args = pong.Args(backbone=backbone, algo="ppo", collect=collect, num_envs=2, num_steps=24, max_rollout_steps=30,
-                     episodes_per_update=3, max_episode_steps=20, lookback=6, seq_len=8, frames=7, hidden=16)
+    args = pong.Args(env_id=env_id, backbone=backbone, algo="ppo", collect=collect, num_envs=2, num_steps=24,
+                     max_rollout_steps=30, episodes_per_update=3, max_episode_steps=20, lookback=6, seq_len=8,
+                     frames=7, hidden=16)
     rl_utils.set_seed(0)
     envs = pong.make_envs(args, 2)
     agent = pong.build(args, torch.device("cpu"))
@@ -242,6 +253,7 @@ def test_frame_difference_starts_at_zero_and_shows_motion():
 
 @pytest.mark.parametrize("argv,message", [
     (["--env-id", "CartPole-v1"], "is not an Atari env"),
+    (["--env-id", "CartPoleNoVelocity-v1", "--backbone", "cnn"], "is not an Atari env"),  # frames only on Atari
     (["--lookback", "0"], "--lookback must be >= 1"),
 ])  # more rows (--frames, --backbone, --ffn, --d-model) in tests/test_bad_input.py
 def test_bad_input_is_one_error_line(argv, message, tmp_path):
@@ -280,3 +292,56 @@ def test_bench_cache_reports_both_paths_and_equal_logits():
     out = run_script("classic_rl/pong/bench_cache.py", "--lookbacks", "3", "--steps", "3").stdout
     row = next(line for line in out.splitlines() if line.startswith("| 3 |"))
     assert float(row.split("|")[5]) < 1e-5  # max abs logit difference between the two paths
+
+
+def test_memory_env_is_cartpole_without_its_velocities():
+    """CartPoleNoVelocity-v1 passes gymnasium's checker, and with the same seed and actions observes exactly
+    CartPole-v1's (x, θ), with the same rewards, ends and 500-step limit."""
+    env = gym.make("CartPoleNoVelocity-v1")
+    check_env(env.unwrapped, skip_render_check=True)  # rendering is CartPole's own, unchanged
+    assert env.observation_space.shape == (2,) and env.spec.max_episode_steps == 500
+    full = gym.make("CartPole-v1")
+    obs, _ = env.reset(seed=3)
+    full_obs, _ = full.reset(seed=3)
+    for t in range(100):
+        assert np.array_equal(obs, full_obs[memory_envs.KEEP]) and obs.dtype == np.float32
+        obs, reward, terminated, truncated, _ = env.step(t % 2)
+        full_obs, full_reward, full_term, full_trunc, _ = full.step(t % 2)
+        assert (reward, terminated, truncated) == (full_reward, full_term, full_trunc)
+        if terminated:
+            break
+    assert terminated  # alternating pushes do not balance the pole for 100 steps
+
+
+@pytest.mark.parametrize("env_id,argv,name", [
+    ("CartPoleNoVelocity-v1", (), "ppo_transformer"),  # the preset: ppo, --collect steps, transformer
+    ("CartPole-v1", ("--algo", "ac", "--backbone", "mlp", "--discount-by", "episodes"), "ac_mlp"),  # no preset
+])
+def test_vector_envs_run_end_to_end(env_id, argv, name, tmp_path):
+    run_script(TRAIN, "--env-id", env_id, *argv, "--total-timesteps", "512", "--num-envs", "2", "--num-steps", "64",
+               "--max-rollout-steps", "64", "--eval-every", "256", "--eval-episodes", "2", "--runs-dir", tmp_path)
+    run = only_run_dir(tmp_path)
+    assert run.name.startswith(f"{env_id}__{name}__1__")
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0 < summary["final_eval_return"] <= 500 and summary["env_steps"] >= 512
+    assert "eval/return" in (run / "metrics.csv").read_text() and (run / "ckpt" / "best.pt").exists()
+    if name == "ppo_transformer":  # the preset normalises observations: the replay needs the saved statistics
+        out = run_script(TRAIN, "--eval-only", "--checkpoint", run / "ckpt" / "best.pt", "--eval-episodes", "2").stdout
+        assert f"eval return {summary['best_eval_return']:.1f}" in out
+
+
+def test_cleanrl_recipe_is_the_standard_atari_path(tmp_path):
+    """--recipe cleanrl: CleanRL ppo_atari's settings on the 4x84x84 grey stack with the full action set and the
+    Nature CNN; a flag typed on top still wins over the recipe."""
+    run_script(TRAIN, "--recipe", "cleanrl", "--clip-coef", "0.2", "--total-timesteps", "64", "--num-envs", "2",
+               "--num-steps", "32", "--max-episode-steps", "40", "--eval-every", "0", "--eval-episodes", "1",
+               "--runs-dir", tmp_path)
+    run = only_run_dir(tmp_path)
+    assert run.name.startswith("ALE-Pong-v5__ppo_nature__1__")
+    config = json.loads((run / "config.json").read_text())
+    assert (config["clip_coef"], config["ent_coef"], config["update_epochs"]) == (0.2, 0.01, 4)
+    assert config["anneal_lr"] and config["learning_rate"] == 2.5e-4
+    assert (config["collect"], config["discount_by"], config["hidden"]) == ("steps", "episodes", 512)
+    weights = torch.load(run / "ckpt" / "latest.pt", weights_only=False)["agent"]
+    assert weights["actor.weight"].shape == (6, 512)  # Pong's 6 actions, not the notes' UP/DOWN
+    assert weights["body.convs.0.weight"].shape == (32, 4, 8, 8)  # 4 stacked frames in

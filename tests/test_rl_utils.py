@@ -38,6 +38,13 @@ def test_parse_args_types_docs_and_presets():
     args = rl_utils.parse_args(_Args, ["--seed", "3"], presets=presets)
     assert args.lr == 0.01 and args.seed == 3  # a typed flag beats the preset
     assert rl_utils.explicit_flags(_Args, ["--seed", "3", "--no-fancy"]) == {"seed", "fancy"}
+    # two preset keys: the env's preset, then the one chosen by another field (a later key wins; flags win)
+    presets = {"CartPole-v1": {"lr": 0.01, "fancy": True}, "3": {"lr": 0.02}}
+    args = rl_utils.parse_args(_Args, ["--run-name", "3"], presets=presets, preset_key=("env_id", "run_name"))
+    assert (args.lr, args.fancy) == (0.02, True)
+    args = rl_utils.parse_args(_Args, ["--run-name", "3", "--lr", "0.5"], presets=presets,
+                               preset_key=("env_id", "run_name"))
+    assert (args.lr, args.fancy) == (0.5, True)
 
 
 def test_bad_flag_exits_with_usage_error():

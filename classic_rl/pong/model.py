@@ -1,5 +1,6 @@
 """Pong observations and policies: the notes' 80x80 binarised frames, five backbones (mlp, cnn, cnn3d, cnn3d2d,
 transformer) under one actor head (UP/DOWN logits) and one critic head, and the Transformer's two forwards.
+mlp and transformer also read a vector env's observation in place of the frame (the memory task, envs.py).
 
 The Transformer is the project's one causal self-attention (``dl_utils.GPTBlock`` / ``CausalSelfAttention``,
 tested equal to Hugging Face's GPT-2): this file only embeds the frames, builds the masks and keeps the cache.
@@ -25,11 +26,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import rl_utils  # noqa: E402
 from dl_utils import CausalSelfAttention, GPTBlock, GPTConfig, causal_keep_mask  # noqa: E402
 
 SIZE = 80  # the notes' (karpathy's) frame: 80 x 80 after cropping and 2x down-sampling
 UP, DOWN = 2, 3  # Pong's minimal action set: NOOP, FIRE, RIGHT (paddle up), LEFT (paddle down), ...
-BACKBONES = ("mlp", "cnn", "cnn3d", "cnn3d2d", "transformer")
+BACKBONES = ("mlp", "cnn", "cnn3d", "cnn3d2d", "transformer", "nature")
+VECTOR_BACKBONES = ("mlp", "transformer")  # these also read a vector observation; the convs need frames
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -77,8 +80,10 @@ class FrameDiff(gym.ObservationWrapper):
 
 def obs_mode(backbone: str, algo: str) -> str:
     """What a backbone reads per step: ``diff`` (mlp/cnn under PG, the notes' choice), ``stack`` (cnn3d and
-    cnn3d2d: the last ``frames`` frames) or ``frame`` (mlp/cnn under AC/PPO; the transformer, whose history is
-    its attention window)."""
+    cnn3d2d: the last ``frames`` frames), ``frame`` (mlp/cnn under AC/PPO; the transformer, whose history is
+    its attention window) or ``atari84`` (nature: the standard preprocessing, not the notes')."""
+    if backbone == "nature":  # the reference path: DQN / CleanRL's 84x84 grey 4-frame stack, all actions
+        return "atari84"
     if backbone in ("cnn3d", "cnn3d2d"):
         return "stack"
     if backbone in ("mlp", "cnn") and algo == "pg":
@@ -87,9 +92,16 @@ def obs_mode(backbone: str, algo: str) -> str:
 
 
 def make_pong_env(env_id: str, mode: str, frames: int, max_episode_steps: int = 0,
-                  capture_video: bool = False, video_dir: str | Path | None = None) -> gym.Env:
+                  capture_video: bool = False, video_dir: str | Path | None = None, training: bool = True
+                  ) -> gym.Env:
     """One env: ALE's own frame skipping (v5: 4 frames per step, sticky actions 0.25), raw-return statistics,
-    2 actions, the 80x80 binary frame, then a frame difference or a stack of ``frames`` frames."""
+    2 actions, the 80x80 binary frame, then a frame difference or a stack of ``frames`` frames. Mode
+    ``atari84`` is instead ``rl_utils.make_env``'s standard Atari preprocessing (as DQN and CleanRL's
+    ``ppo_atari``) with the env's full action set; ``training`` there turns the sign-clipping of rewards on
+    (the logged episode returns are the raw score either way)."""
+    if mode == "atari84":  # frame skip, no-op starts, 84x84 grey, 4-frame stack, rewards clipped when training
+        return rl_utils.make_env(env_id, capture_video=capture_video, video_dir=video_dir, training=training,
+                                 max_episode_steps=max_episode_steps or None)()
     kwargs: dict = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
     if capture_video:
         kwargs["render_mode"] = "rgb_array"
@@ -110,13 +122,13 @@ def make_pong_env(env_id: str, mode: str, frames: int, max_episode_steps: int = 
 # Frame backbones: obs [B, ...] -> features [B, F]
 # ----------------------------------------------------------------------------------------------------------------
 class MLP(nn.Module):
-    """6400 -> hidden, ReLU (karpathy's one hidden layer)."""
+    """6400 (or a vector observation's size) -> hidden, ReLU (karpathy's one hidden layer)."""
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, in_dim: int = SIZE * SIZE):
         super().__init__()
-        self.fc, self.out_dim = nn.Linear(SIZE * SIZE, hidden), hidden
+        self.fc, self.out_dim = nn.Linear(in_dim, hidden), hidden
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 80, 80]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 80, 80] or [B, D]
         return F.relu(self.fc(x.flatten(1)))
 
 
@@ -131,6 +143,21 @@ class CNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 80, 80]
         h = F.relu(self.conv2(F.relu(self.conv1(x.unsqueeze(1)))))  # [B, 32, 8, 8]
         return F.relu(self.fc(h.flatten(1)))
+
+
+class NatureCNN(nn.Module):
+    """The DQN-Nature / CleanRL ``ppo_atari`` network over a 4 x 84 x 84 uint8 stack: Conv 32@8x8/4 ->
+    64@4x4/2 -> 64@3x3/1 -> Linear 512, ReLU, pixels scaled to [0, 1] (the reference-style path, not the
+    notes': it is how the reference score of the README was reached)."""
+
+    def __init__(self, hidden: int = 512, channels: int = 4):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(channels, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
+                                   nn.Conv2d(64, 64, 3, 1), nn.ReLU())  # 84 -> 20 -> 9 -> 7
+        self.fc, self.out_dim = nn.Linear(64 * 7 * 7, hidden), hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 4, 84, 84], 0..255
+        return F.relu(self.fc(self.convs(x / 255.0).flatten(1)))
 
 
 def conv3d_depth(frames: int) -> int:
@@ -206,24 +233,27 @@ class LinearBlock(nn.Module):
 
 
 class TransformerBody(nn.Module):
-    """Frame embedding (6400 -> d) + episode-absolute position, ``n_layer`` pre-LN causal blocks
-    (``dl_utils.GPTBlock``, or :class:`LinearBlock` for ``--ffn none``), a final LayerNorm."""
+    """Frame embedding (6400 -> d, or a vector observation's D -> d) + episode-absolute position, ``n_layer``
+    pre-LN causal blocks (``dl_utils.GPTBlock``, or :class:`LinearBlock` for ``--ffn none``), a final LayerNorm.
+    A "frame" below is one step's observation of shape ``obs_shape``: [80, 80] for Pong, [D] for a vector env."""
 
-    def __init__(self, d_model: int, n_layer: int, n_head: int, lookback: int, ffn: str):
+    def __init__(self, d_model: int, n_layer: int, n_head: int, lookback: int, ffn: str,
+                 obs_shape: tuple[int, ...] = (SIZE, SIZE)):
         super().__init__()
         self.cfg = GPTConfig(n_embd=d_model, n_layer=n_layer, n_head=n_head, dropout=0.0)
-        self.embed = nn.Linear(SIZE * SIZE, d_model)
+        self.obs_dims = len(obs_shape)  # trailing dims of one frame, flattened into the embedding's input
+        self.embed = nn.Linear(int(np.prod(obs_shape)), d_model)
         block = GPTBlock if ffn == "mlp" else LinearBlock
         self.h = nn.ModuleList(block(self.cfg) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(d_model)
         self.lookback, self.out_dim = lookback, d_model
 
     def tokens(self, frames: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """frames [..., 80, 80], pos [...] -> tokens [..., d]."""
-        return self.embed(frames.flatten(-2).float()) + sinusoidal(pos, self.out_dim)
+        """frames [..., *obs_shape], pos [...] -> tokens [..., d]."""
+        return self.embed(frames.flatten(-self.obs_dims).float()) + sinusoidal(pos, self.out_dim)
 
     def forward(self, frames: torch.Tensor, pos: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-        """Full forward over sequences: frames [B, L, 80, 80], pos/starts [B, L] -> features [B, L, d]."""
+        """Full forward over sequences: frames [B, L, *obs_shape], pos/starts [B, L] -> features [B, L, d]."""
         x, mask = self.tokens(frames, pos), window_keep_mask(starts, self.lookback)
         for block in self.h:
             x, _ = block(x, mask)
@@ -231,7 +261,7 @@ class TransformerBody(nn.Module):
 
     def step(self, frames: torch.Tensor, pos: torch.Tensor, past: list, valid: torch.Tensor
              ) -> tuple[torch.Tensor, list, torch.Tensor]:
-        """One new token per env with the cache: frames [N, 80, 80], pos [N], ``past`` per layer (K, V) each
+        """One new token per env with the cache: frames [N, *obs_shape], pos [N], ``past`` per layer (K, V) each
         [N, H, lookback, hd], ``valid`` [N, lookback] (False = empty slot or another episode). Returns
         (features [N, d], the cache shifted by one with the new token last, its validity)."""
         x = self.tokens(frames, pos)[:, None]  # [N, 1, d]
@@ -250,22 +280,26 @@ class TransformerBody(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The policy: backbone + actor head (2 logits) + critic head
+# The policy: backbone + actor head (2 logits for Pong) + critic head
 # ----------------------------------------------------------------------------------------------------------------
 class FramePolicy(nn.Module):
     """π(UP/DOWN | s) and V(s) on one trunk (the notes' models share it). ``forward(obs)`` for the frame
-    backbones; ``forward_seq(frames, pos, starts)`` and ``step`` for the transformer."""
+    backbones; ``forward_seq(frames, pos, starts)`` and ``step`` for the transformer. ``obs_shape`` and
+    ``n_actions`` are Pong's by default; a vector env passes its (D,) and its number of actions (mlp and
+    transformer only: the conv backbones are built for 80x80 frames)."""
 
     def __init__(self, backbone: str, hidden: int = 200, frames: int = 11, d_model: int = 128, n_layer: int = 1,
-                 n_head: int = 8, lookback: int = 10, ffn: str = "mlp"):
+                 n_head: int = 8, lookback: int = 10, ffn: str = "mlp", obs_shape: tuple[int, ...] = (SIZE, SIZE),
+                 n_actions: int = 2):
         super().__init__()
         self.backbone_name = backbone
         self.body: nn.Module = {
-            "mlp": lambda: MLP(hidden), "cnn": lambda: CNN(hidden), "cnn3d": lambda: CNN3D(hidden, frames),
-            "cnn3d2d": lambda: CNN3D2D(hidden, frames),
-            "transformer": lambda: TransformerBody(d_model, n_layer, n_head, lookback, ffn),
+            "mlp": lambda: MLP(hidden, int(np.prod(obs_shape))), "cnn": lambda: CNN(hidden),
+            "cnn3d": lambda: CNN3D(hidden, frames), "cnn3d2d": lambda: CNN3D2D(hidden, frames),
+            "transformer": lambda: TransformerBody(d_model, n_layer, n_head, lookback, ffn, obs_shape),
+            "nature": lambda: NatureCNN(hidden, obs_shape[0]),
         }[backbone]()
-        self.actor = nn.Linear(self.body.out_dim, 2)
+        self.actor = nn.Linear(self.body.out_dim, n_actions)
         self.critic = nn.Linear(self.body.out_dim, 1)
 
     @property
@@ -276,12 +310,12 @@ class FramePolicy(nn.Module):
         return self.actor(feat), self.critic(feat).squeeze(-1)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """obs [B, ...] (any int or float dtype) -> (logits [B, 2], values [B])."""
+        """obs [B, ...] (any int or float dtype) -> (logits [B, A], values [B])."""
         return self.heads(self.body(obs.float()))
 
     def forward_seq(self, frames: torch.Tensor, pos: torch.Tensor, starts: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, L, 80, 80] -> (logits [B, L, 2], values [B, L]) with the windowed episode mask."""
+        """[B, L, *obs_shape] -> (logits [B, L, A], values [B, L]) with the windowed episode mask."""
         return self.heads(self.body(frames, pos, starts))
 
 
@@ -311,7 +345,7 @@ class TransformerActor:
 
     @torch.no_grad()
     def step(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """obs [N, 80, 80] -> (logits [N, 2], values [N], positions used [N]); the cache moves on by one."""
+        """obs [N, *obs_shape] -> (logits [N, A], values [N], positions used [N]); the cache moves on by one."""
         pos = self.pos.clone()
         feat, self.past, self.valid = self.agent.body.step(obs, pos, self.past, self.valid)
         self.pos += 1

@@ -4,6 +4,7 @@
     python classic_rl/pong/train.py --algo pg --backbone mlp                 # karpathy's Pong, frame differences
     python classic_rl/pong/train.py --algo ppo --backbone transformer --lookback 10
     python classic_rl/pong/train.py --collect steps --num-steps 128 --discount-by episodes   # standard PPO rollouts
+    python classic_rl/pong/train.py --env-id CartPoleNoVelocity-v1 --backbone transformer   # the memory task
     python classic_rl/pong/train.py --eval-only --checkpoint runs/<run>/ckpt/best.pt --capture-video
 
 Read top to bottom: arguments, the round discounting (the one piece of new math), the data of one update
@@ -11,6 +12,8 @@ Read top to bottom: arguments, the round discounting (the one piece of new math)
 copied: ``ppo_loss`` (classic_rl/ppo), ``reinforce_loss`` and ``finished_mask`` (classic_rl/reinforce),
 ``actor_critic_loss`` (classic_rl/actor_critic); returns and GAE (with a cut mask of our own) and the rollout
 storage are rl_utils'. The backbones, the 80x80 preprocessing and the KV-cached Transformer are in model.py.
+A non-Atari env with vector observations and discrete actions (the memory task CartPoleNoVelocity-v1 of envs.py)
+runs with the mlp and transformer backbones, which then read the observation vector in place of the frame.
 """
 
 from __future__ import annotations
@@ -30,7 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 import rl_utils  # noqa: E402
 from classic_rl.actor_critic.train import actor_critic_loss  # noqa: E402
 from classic_rl.on_policy import Progress  # noqa: E402
-from classic_rl.pong.model import BACKBONES, FramePolicy, TransformerActor, make_pong_env, obs_mode  # noqa: E402
+from classic_rl.pong import envs as _memory_envs  # noqa: E402, F401  (registers CartPoleNoVelocity-v1)
+from classic_rl.pong.model import (  # noqa: E402
+    BACKBONES,
+    SIZE,
+    VECTOR_BACKBONES,
+    FramePolicy,
+    TransformerActor,
+    make_pong_env,
+    obs_mode,
+)
 from classic_rl.ppo.train import ppo_loss  # noqa: E402
 from classic_rl.reinforce.train import finished_mask, reinforce_loss  # noqa: E402
 
@@ -43,13 +55,18 @@ class Args(rl_utils.CommonArgs):
     transformer backbone (the notes' settings by default)."""
 
     env_id: str = "ALE/Pong-v5"
-    """an Atari env id (the preprocessing and the UP/DOWN actions are Pong's)"""
+    """an Atari env id (the preprocessing and the UP/DOWN actions are Pong's), or an env with a flat Box
+    observation and Discrete actions for --backbone mlp / transformer (CartPoleNoVelocity-v1: the memory task)"""
     algo: str = "ppo"
     """pg: REINFORCE, one step per batch; ac: R − V advantage with a critic, one step per batch; ppo: clipped
     surrogate, several passes of minibatches"""
     backbone: str = "cnn"
     """mlp (6400→hidden), cnn (16@8x8/4 → 32@4x4/2 → hidden), cnn3d (Conv3d over --frames frames), cnn3d2d
     (both, concatenated) or transformer (causal attention over the last --lookback frames, KV cache when acting)"""
+    recipe: str = "notes"
+    """notes: the notes' settings (the defaults below); cleanrl: CleanRL ppo_atari's (--backbone nature on the
+    standard 84x84 grey 4-frame stack, all 6 actions, 128-step rollouts, 4 x 4 minibatches, clip 0.1, entropy
+    0.01, lr 2.5e-4 annealed, 10M steps: the GPU reference recipe); flags typed on top still win"""
     total_timesteps: int = 2_000_000
     """environment steps to train for (agent steps of 4 frames, summed over the envs)"""
     num_envs: int = 8
@@ -65,13 +82,16 @@ class Args(rl_utils.CommonArgs):
     num_steps: int = 128
     """--collect steps: steps per env per rollout"""
     discount_by: str = "rounds"
-    """rounds: returns stop at every point scored (a nonzero reward), as the notes; episodes: at episode ends"""
+    """rounds: returns stop at every point scored (a nonzero reward), as the notes (Atari only); episodes: at
+    episode ends"""
     gamma: float = 0.99
     """discount factor"""
     gae_lambda: float = 1.0
     """GAE λ of ac and ppo (1 = Monte-Carlo return minus V, the notes')"""
     learning_rate: float = 1e-4
     """Adam learning rate"""
+    anneal_lr: bool = False
+    """decay the learning rate linearly to 0 over --total-timesteps (standard PPO's; the notes kept it constant)"""
     update_epochs: int = 10
     """ppo: passes over each batch"""
     num_minibatches: int = 64
@@ -112,28 +132,75 @@ class Args(rl_utils.CommonArgs):
     """transformer: steps per training chunk (each chunk also reads the --lookback frames before it)"""
     max_episode_steps: int = 0
     """cut episodes (truncation) after this many steps (0 = the env's own limit)"""
+    norm_obs: bool = False
+    """vector envs: standardise observations with running statistics shared by the envs (rl_utils'
+    NormalizeObservation; saved in every checkpoint, frozen in evaluation)"""
+    norm_reward: bool = False
+    """vector envs: scale rewards by the running std of the discounted return (rl_utils' NormalizeReward); the
+    logged and evaluated returns stay raw"""
     eval_every: int = 100_000
     """env steps between deterministic evaluations (checked after each update; 0 = only at the end)"""
+    time_budget: float = 0.0
+    """minutes of training after which the run stops as if --total-timesteps were reached (final evaluation,
+    plot, summary); 0 = no limit. For "as far as an hour of CPU gets": --time-budget 60"""
 
     LIMITS = {"episodes_per_update": (1, None), "max_rollout_steps": (1, None), "num_steps": (1, None),
               "gamma": (0, 1), "gae_lambda": (0, 1), "learning_rate": (0, None), "update_epochs": (1, None),
               "num_minibatches": (1, None), "clip_coef": (0, None), "ent_coef": (0, None), "vf_coef": (0, None),
               "max_grad_norm": (0, None), "grad_chunk": (1, None), "hidden": (1, None), "frames": (2, None),
               "d_model": (2, None), "n_layer": (1, None), "n_head": (1, None), "lookback": (1, None),
-              "seq_len": (1, None), "max_episode_steps": (0, None)}
-    CHOICES = {"algo": ("pg", "ac", "ppo"), "backbone": BACKBONES, "collect": ("episodes", "steps"),
-               "discount_by": ("rounds", "episodes"), "pg_divide_by": ("rounds", "steps"), "ffn": ("mlp", "none")}
+              "seq_len": (1, None), "max_episode_steps": (0, None), "time_budget": (0, None)}
+    CHOICES = {"recipe": ("notes", "cleanrl"), "algo": ("pg", "ac", "ppo"), "backbone": BACKBONES,
+               "collect": ("episodes", "steps"), "discount_by": ("rounds", "episodes"),
+               "pg_divide_by": ("rounds", "steps"), "ffn": ("mlp", "none")}
 
 
-PRESETS: dict[str, dict[str, object]] = {}  # the defaults are the notes' Pong settings; nothing else is tuned
+PRESETS: dict[str, dict[str, object]] = {  # the defaults are the notes' Pong settings
+    # --recipe cleanrl: CleanRL's ppo_atari.py hyperparameters (its README: Pong 20.4 at 10M steps, on
+    # PongNoFrameskip-v4, i.e. without ALE v5's sticky actions), on the standard preprocessing.
+    "cleanrl": dict(
+        backbone="nature", algo="ppo", collect="steps", num_envs=8, num_steps=128, discount_by="episodes",
+        gamma=0.99, gae_lambda=0.95, learning_rate=2.5e-4, anneal_lr=True, update_epochs=4, num_minibatches=4,
+        clip_coef=0.1, clip_vloss=True, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, hidden=512,
+        total_timesteps=10_000_000, eval_every=250_000,
+    ),
+    # The memory task (README "The memory task"): standard PPO, the same for both backbones (--backbone mlp is the
+    # comparison), tuned on seed 1 of the transformer (one run per change, 300k steps unless said).
+    # * --collect steps, 8 envs x 128 steps, 10 epochs of 4 minibatches (256 steps, or 8 chunks of 32), clip 0.2,
+    #   γ 0.99, λ 0.95: standard PPO. --discount-by episodes: CartPole pays +1 every step, rounds would cut there.
+    # * norm_obs: x and θ are small (|θ| < 0.21 rad, a few 0.01 per step) next to the position encoding added to
+    #   each token (±1 per dimension); without it the transformer stayed below 100 for 300k steps.
+    # * norm_reward: returns up to ~100 gave value losses of 10-90 that swamp the policy's gradient in the shared
+    #   trunk under the 0.5 norm clip; with both the value loss fell to ~0.05 and the transformer reached 250 by 60k
+    #   steps, then wandered between 94 and 494.
+    # * learning rate 3e-4 annealed to 0 over 500k steps: constant 3e-4 peaked at 494 but ended at 338, constant
+    #   1e-4 was still at 373 after 300k; annealed, seeds 1-3 end at 500 (about 3 min on one CPU core).
+    # * widths: mlp hidden 64; transformer d 64, 1 layer, 4 heads, lookback 16 (32 learned slower: 322 at 300k).
+    # Control: the MLP with these settings on CartPole-v1 (velocities visible) is at 500 from 70k steps on.
+    "CartPoleNoVelocity-v1": dict(
+        backbone="transformer", algo="ppo", collect="steps", num_envs=8, num_steps=128, discount_by="episodes",
+        gamma=0.99, gae_lambda=0.95, learning_rate=3e-4, anneal_lr=True, update_epochs=10, num_minibatches=4,
+        clip_coef=0.2, ent_coef=0.0, norm_obs=True, norm_reward=True, hidden=64, d_model=64, n_layer=1, n_head=4,
+        lookback=16, seq_len=32, total_timesteps=500_000, eval_every=10_000,
+    ),
+}
 
 
 def check_args(args: Args) -> None:
     """What the flag table cannot say: one-line errors before anything is built."""
     rl_utils.check_env_id(args.env_id)
     if not rl_utils.is_atari(args.env_id):
-        raise rl_utils.UsageError(f"--backbone {args.backbone} reads Atari frames (80x80 Pong preprocessing); "
-                                  f"{args.env_id} is not an Atari env (use ALE/Pong-v5)")
+        if args.backbone not in VECTOR_BACKBONES:
+            raise rl_utils.UsageError(f"--backbone {args.backbone} reads Atari frames (80x80 Pong preprocessing); "
+                                      f"{args.env_id} is not an Atari env (use ALE/Pong-v5, or --backbone mlp or "
+                                      f"transformer on its observation vector)")
+        if args.discount_by == "rounds":
+            raise rl_utils.UsageError(f"--discount-by rounds cuts returns at every nonzero reward (Pong's points); "
+                                      f"{args.env_id} is not Pong: use --discount-by episodes")
+        policy_spaces(args)  # a flat Box observation and Discrete actions, or one line saying what is wrong
+    elif args.norm_obs or args.norm_reward:
+        raise rl_utils.UsageError("--norm-obs and --norm-reward are for vector envs; Pong's frames are binary and "
+                                  "its points ±1")
     if args.backbone in ("cnn3d", "cnn3d2d") and args.frames < 7:
         raise rl_utils.UsageError(f"--backbone {args.backbone} needs --frames >= 7 (two Conv3d layers of time "
                                   f"kernel 3, stride 2), got {args.frames}")
@@ -172,19 +239,60 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 # Envs, agent, evaluation
 # ----------------------------------------------------------------------------------------------------------------
+def make_env(args: Args, capture_video: bool = False, video_dir: Path | None = None, training: bool = True
+             ) -> gym.Env:
+    """One env: Pong's frames and UP/DOWN for an Atari id (``model.make_pong_env``; ``training`` clips the
+    rewards of the standard 84x84 path only); any other env as it is, with raw-return statistics (every backbone
+    and algo reads its observation vector unchanged)."""
+    if rl_utils.is_atari(args.env_id):
+        return make_pong_env(args.env_id, obs_mode(args.backbone, args.algo), args.frames, args.max_episode_steps,
+                             capture_video=capture_video, video_dir=video_dir, training=training)
+    kwargs: dict = {"max_episode_steps": args.max_episode_steps} if args.max_episode_steps else {}
+    if capture_video:
+        kwargs["render_mode"] = "rgb_array"
+    env = gym.make(args.env_id, **kwargs)
+    if capture_video:
+        env = gym.wrappers.RecordVideo(env, str(video_dir or "videos"), episode_trigger=lambda ep: ep == 0)
+    return gym.wrappers.RecordEpisodeStatistics(env)
+
+
 def make_envs(args: Args, num_envs: int) -> gym.vector.VectorEnv:
     rl_utils.check_env_id(args.env_id)  # registers the ALE envs with gymnasium
-    mode = obs_mode(args.backbone, args.algo)
-    envs = gym.vector.SyncVectorEnv(
-        [lambda: make_pong_env(args.env_id, mode, args.frames, args.max_episode_steps) for _ in range(num_envs)],
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(args) for _ in range(num_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs.action_space.seed(args.seed)
+    if args.norm_obs:
+        envs = rl_utils.NormalizeObservation(envs)
+    if args.norm_reward:
+        envs = rl_utils.NormalizeReward(envs, gamma=args.gamma)
     return envs
 
 
+def policy_spaces(args: Args) -> tuple[tuple[int, ...], int]:
+    """(shape of one step's input, number of actions): Pong's 80x80 frame and UP/DOWN, the standard 4x84x84
+    stack and the game's full action set (--backbone nature), or a vector env's (D,) observation and its
+    Discrete(n) actions (read from one env made for the purpose)."""
+    if rl_utils.is_atari(args.env_id) and obs_mode(args.backbone, args.algo) != "atari84":
+        return (SIZE, SIZE), 2
+    if rl_utils.is_atari(args.env_id):
+        env = make_env(args)
+        shape, n_actions = env.observation_space.shape, env.action_space.n
+        env.close()
+        return tuple(shape), int(n_actions)
+    env = gym.make(args.env_id)
+    try:
+        what = f"--backbone {args.backbone} on a non-Atari env"
+        obs_dim = rl_utils.require_vector_obs(env.observation_space, what)
+        n_actions = rl_utils.require_space(env.action_space, (gym.spaces.Discrete,), what).n
+    finally:
+        env.close()
+    return (obs_dim,), int(n_actions)
+
+
 def build(args: Args, device: torch.device) -> FramePolicy:
+    obs_shape, n_actions = policy_spaces(args)
     return FramePolicy(args.backbone, args.hidden, args.frames, args.d_model, args.n_layer, args.n_head,
-                       args.lookback, args.ffn).to(device)
+                       args.lookback, args.ffn, obs_shape, n_actions).to(device)
 
 
 def algo_name(args: Args) -> str:
@@ -192,14 +300,14 @@ def algo_name(args: Args) -> str:
 
 
 def evaluate(args: Args, agent: FramePolicy, device: torch.device, seed_offset: int = rl_utils.EVAL_SEED_OFFSET,
-             video_dir: Path | None = None) -> rl_utils.EvalResult:
+             video_dir: Path | None = None, obs_norm: rl_utils.NormalizeObservation | None = None
+             ) -> rl_utils.EvalResult:
     """Greedy (argmax) play of ``eval_episodes`` episodes on fresh envs with fixed seeds; the transformer acts
-    with its cache, emptied per env at each episode end (``rl_utils.evaluate`` calls ``reset``)."""
-    mode = obs_mode(args.backbone, args.algo)
-
+    with its cache, emptied per env at each episode end (``rl_utils.evaluate`` calls ``reset``). ``obs_norm``:
+    the training envs' observation statistics (--norm-obs), applied frozen."""
     def env_fn(i: int):  # type: ignore[no-untyped-def]
-        return lambda: make_pong_env(args.env_id, mode, args.frames, args.max_episode_steps,
-                                     capture_video=args.capture_video and i == 0, video_dir=video_dir)
+        return lambda: make_env(args, capture_video=args.capture_video and i == 0, video_dir=video_dir,
+                                training=False)
 
     if agent.sequential:
         policy = TransformerActor(agent, args.eval_episodes, device)
@@ -210,28 +318,36 @@ def evaluate(args: Args, agent: FramePolicy, device: torch.device, seed_offset: 
     was_training = agent.training
     agent.eval()
     try:
-        return rl_utils.evaluate(env_fn, policy, args.eval_episodes, seed=args.seed + seed_offset)
+        return rl_utils.evaluate(env_fn, policy, args.eval_episodes, seed=args.seed + seed_offset,
+                                 obs_norm=obs_norm)
     finally:
         agent.train(was_training)
 
 
-def load_agent(path: str | Path, overrides: dict | None = None
-               ) -> tuple[Args, FramePolicy, torch.device, rl_utils.Checkpoint]:
-    """A checkpoint's arguments (``overrides`` on top) and agent with its weights, on the device they choose."""
+def load_agent(path: str | Path, overrides: dict | None = None) -> tuple[
+        Args, FramePolicy, torch.device, rl_utils.Checkpoint, rl_utils.NormalizeObservation | None]:
+    """A checkpoint's arguments (``overrides`` on top) and agent with its weights, on the device they choose,
+    and (--norm-obs) the observation statistics it was trained with."""
     ckpt = rl_utils.open_checkpoint(path, Args)
     saved = Args(**{**ckpt.args, **(overrides or {})})
     device = rl_utils.setup(saved)
     agent = build(saved, device)
     rl_utils.load_state_into(agent, ckpt["agent"])
-    return saved, agent, device, ckpt
+    obs_norm = None
+    if saved.norm_obs:
+        envs = make_envs(saved, 1)
+        rl_utils.set_env_state(envs, {"sub_envs": None, "wrappers": ckpt["envs"]["wrappers"]})  # statistics only
+        obs_norm = rl_utils.find_wrapper(envs, rl_utils.NormalizeObservation)
+        envs.close()
+    return saved, agent, device, ckpt, obs_norm
 
 
 def eval_only(args: Args) -> None:
     if not args.checkpoint:
         raise rl_utils.UsageError("--eval-only needs --checkpoint PATH")
-    saved, agent, device, ckpt = load_agent(args.checkpoint, {"capture_video": args.capture_video,
-                                                               "eval_episodes": args.eval_episodes})
-    result = evaluate(saved, agent, device, video_dir=ckpt.run_dir / "videos")
+    saved, agent, device, ckpt, obs_norm = load_agent(args.checkpoint, {"capture_video": args.capture_video,
+                                                                         "eval_episodes": args.eval_episodes})
+    result = evaluate(saved, agent, device, video_dir=ckpt.run_dir / "videos", obs_norm=obs_norm)
     print(f"eval return {result.returns.mean():.1f} ± {result.returns.std():.1f} over {len(result.returns)} "
           f"episodes ({saved.env_id}, {algo_name(saved)}, checkpoint step {ckpt.step})")
 
@@ -424,7 +540,7 @@ def update(args: Args, agent: FramePolicy, optimizer: torch.optim.Optimizer, bat
 
 
 def main() -> None:
-    args, ckpt = rl_utils.parse_run_args(Args, presets=PRESETS)
+    args, ckpt = rl_utils.parse_run_args(Args, presets=PRESETS, preset_key=("env_id", "recipe"))
     check_args(args)
     if args.eval_only:
         return eval_only(args)
@@ -436,19 +552,23 @@ def main() -> None:
     buffer = rl_utils.RolloutBuffer(rows, args.num_envs, envs.single_observation_space, envs.single_action_space,
                                     extras={"pos": gym.spaces.Box(0, 2**62, (), np.int64)}, device=device)
     progress = Progress(next_eval=args.eval_every)
+    # --norm-obs / --norm-reward: the envs' running statistics are part of the policy, saved with the weights
+    env_state = {"envs": envs} if args.norm_obs or args.norm_reward else {}
+    obs_norm = rl_utils.find_wrapper(envs, rl_utils.NormalizeObservation)
     if ckpt is not None:  # ALE envs cannot be saved mid-episode: a resumed run starts fresh episodes
-        rl_utils.Run.restore(ckpt, agent=agent, optimizer=optimizer, progress=progress)
+        rl_utils.Run.restore(ckpt, agent=agent, optimizer=optimizer, progress=progress, **env_state)
     run = rl_utils.Run(args, algo_name(args), resume=ckpt)
     actor = TransformerActor(agent, args.num_envs, device) if agent.sequential else None
     context = Context(args.lookback, args.num_envs, envs.single_observation_space.shape, device) if actor else None
     obs, _ = envs.reset(seed=args.seed + progress.iteration)  # a resumed run plays new episodes
 
     def save(name: str) -> Path:
-        return run.save(name, progress.global_step, agent=agent, optimizer=optimizer, progress=progress)
+        return run.save(name, progress.global_step, agent=agent, optimizer=optimizer, progress=progress,
+                        **env_state)
 
     def evaluate_now() -> float:
         step = progress.global_step
-        result = evaluate(args, agent, device, video_dir=run.run_dir / "videos")
+        result = evaluate(args, agent, device, video_dir=run.run_dir / "videos", obs_norm=obs_norm)
         mean = progress.last_eval = float(result.returns.mean())
         progress.last_eval_step = step
         run.log_dict(result.log_dict(), step)
@@ -462,8 +582,11 @@ def main() -> None:
     run.progress(args.total_timesteps, progress.global_step)
     interrupt = rl_utils.GracefulInterrupt()
     with interrupt.installed():
-        while progress.global_step < args.total_timesteps and not interrupt.requested:
+        while (progress.global_step < args.total_timesteps and not interrupt.requested
+               and not (args.time_budget and run.elapsed >= 60 * args.time_budget)):
             step0, t0 = progress.global_step, time.perf_counter()
+            if args.anneal_lr:  # from the step count, so a resumed run continues the same schedule
+                optimizer.param_groups[0]["lr"] = args.learning_rate * (1 - step0 / args.total_timesteps)
             obs, last_values, rows = collect(args, agent, actor, envs, buffer, obs, progress, run, device)
             collect_s = time.perf_counter() - t0
 
@@ -508,6 +631,10 @@ def main() -> None:
                           "charts/collect_SPS": (step - step0) / max(collect_s, 1e-9),
                           "charts/update_seconds": update_s, "charts/rounds_per_update": n_rounds,
                           "charts/used_fraction": batch.n_used / max(rows * args.num_envs, 1)}, step)
+            points = int((rewards != 0).sum())
+            if rl_utils.is_atari(args.env_id) and points:  # a training curve at every update: once a game lasts
+                # longer than the rollout cap, no episode ends inside an update and episodic_return goes silent
+                run.log("charts/points_won_fraction", float((rewards > 0).sum()) / points, step)
             run.update_progress(step - step0, step, step / max(run.elapsed, 1e-9))
             if args.eval_every and step >= progress.next_eval:
                 progress.next_eval += args.eval_every * math.ceil((step - progress.next_eval + 1) / args.eval_every)
@@ -534,8 +661,8 @@ def finish(args: Args, agent: FramePolicy, device: torch.device, run: rl_utils.R
         evaluate_now()
     if not (run.ckpt_dir / "best.pt").exists():
         save("best")
-    best_args, best_agent, _, best_ckpt = load_agent(run.ckpt_dir / "best.pt", {"device": args.device})
-    held = evaluate(args, best_agent, device, seed_offset=rl_utils.HELDOUT_SEED_OFFSET)
+    best_args, best_agent, _, best_ckpt, best_obs_norm = load_agent(run.ckpt_dir / "best.pt", {"device": args.device})
+    held = evaluate(args, best_agent, device, seed_offset=rl_utils.HELDOUT_SEED_OFFSET, obs_norm=best_obs_norm)
     heldout = float(held.returns.mean())
     run.log("eval/best_heldout_return", heldout, step)
     print(f"best.pt (step {best_ckpt.step}) on held-out episodes: {heldout:.1f} ± {held.returns.std():.1f}")
