@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SEEDS  ?= 1 2 3
 
-.PHONY: setup demo test lint bench bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-her bench-diayn bench-offline bench-ppo-mujoco bench-dqn bench-c51 bench-d4pg bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
+.PHONY: setup demo test lint bench bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-her bench-diayn bench-pong bench-offline bench-ppo-mujoco bench-dqn bench-c51 bench-d4pg bench-fundamentals bench-d2l bench-transformer bench-swin bench-vit clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,17 @@ bench-her: setup ## DQN+HER vs DQN on 15-bit flipping (60k, ~4 min a run), DDPG+
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite her-fetchreach
 	cp benchmarks/results/her-fetchreach/curves.png classic_rl/her/figures/fetchreach_3seeds.png
 
+PONG_1H = --time-budget 60 --total-timesteps 5000000 --seed 1 --runs-dir benchmarks/results/pong-1h/runs
+bench-pong: setup ## Pong: the memory task (CartPoleNoVelocity-v1, transformer vs MLP x 3 seeds, ~10 min on 2 cores), then PPO-cnn and PPO-transformer on Pong, 1 h of CPU each, side by side (~65 min)
+	for s in 1 2 3; do for b in transformer mlp; do $(BIN)/python classic_rl/pong/train.py --env-id CartPoleNoVelocity-v1 \
+		--backbone $$b --seed $$s --runs-dir benchmarks/results/pong-memory/runs || exit 1; done; done
+	$(BIN)/python classic_rl/pong/plot_memory_task.py classic_rl/pong/figures/memory_task.png \
+		"transformer=benchmarks/results/pong-memory/runs/*transformer*" "mlp=benchmarks/results/pong-memory/runs/*mlp*"
+	$(BIN)/python classic_rl/pong/train.py --backbone cnn $(PONG_1H) & \
+		$(BIN)/python classic_rl/pong/train.py --backbone transformer $(PONG_1H); wait
+	$(BIN)/python rl_utils.py plot benchmarks/results/pong-1h/runs/* --out classic_rl/pong/figures/pong_ppo_cnn_vs_transformer_1h_cpu.png \
+		--title "PPO on ALE/Pong-v5, 1 h of CPU each (seed 1, greedy eval)"
+
 bench-diayn: setup ## DIAYN, 8 skills: Navigation2D-v0 20k steps x 3 seeds (5-10 min a run), Pendulum-v1 20k (~7 min), HalfCheetah-v5 30k (~8 min), on 2 CPU cores
 	$(BIN)/python benchmarks/run.py --seeds $(SEEDS) --suite diayn
 	$(BIN)/python benchmarks/run.py --seeds 1 --suite diayn-pendulum --suite diayn-halfcheetah
@@ -140,7 +151,7 @@ bench-vit: setup ## ViT: MNIST-5000 from scratch, digits, fine-tuning demo, roll
 		--out vit/figures/rollout_chelsea_untrained.png
 	$(BIN)/python vit/bench_speed.py --out vit/figures/bench_speed.json
 
-bench: bench-fundamentals bench-dqn bench-c51 bench-d4pg bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-her bench-diayn bench-offline bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
+bench: bench-fundamentals bench-dqn bench-c51 bench-d4pg bench-pg bench-trpo bench-dppo bench-a3c bench-acer bench-offpolicy bench-offpolicy-mujoco bench-her bench-diayn bench-pong bench-offline bench-ppo-mujoco bench-d2l bench-transformer bench-swin bench-vit ## every benchmark whose numbers appear in a README
 
 clean: ## remove runs, caches and build leftovers (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis *.egg-info
