@@ -149,7 +149,7 @@ def _rows(run_dir):
 def test_smoke_run_writes_the_run_folder(tmp_path):
     proc = run_script(TRAIN, "--runs-dir", tmp_path, *TINY)
     run = only_run_dir(tmp_path)
-    assert run.name.startswith("CartPole-v1__dqn__1__")
+    assert run.name.startswith("CartPole-v1__dqn_3step__1__")  # the CartPole preset: 3-step targets
     for name in ("config.json", "metrics.csv", "learning_curve.png", "summary.json", "ckpt/latest.pt", "ckpt/best.pt"):
         assert (run / name).exists(), name
     assert list(run.glob("events.out.tfevents.*"))
@@ -170,8 +170,9 @@ def test_smoke_run_writes_the_run_folder(tmp_path):
 
 
 @pytest.mark.parametrize(("flags", "algo"), [
-    (("--double", "--dueling"), "dqn_double_dueling"), (("--per", "--n-step", "3"), "dqn_per_3step"),
-    (("--num-envs", "3", "--tau", "0.05", "--target-network-frequency", "1"), "dqn")])
+    (("--double", "--dueling"), "dqn_double_dueling_3step"),  # on top of CartPole's preset (3-step targets)
+    (("--per", "--n-step", "1"), "dqn_per"),
+    (("--num-envs", "3", "--tau", "0.05", "--target-network-frequency", "1"), "dqn_3step")])
 def test_variants_run(tmp_path, flags, algo):
     run_script(TRAIN, "--runs-dir", tmp_path, *TINY, *flags)
     run = only_run_dir(tmp_path)
