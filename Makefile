@@ -78,7 +78,7 @@ bench-her: setup ## DQN+HER vs DQN on 15-bit flipping (60k, ~4 min a run), DDPG+
 	cp benchmarks/results/her-fetchreach/curves.png classic_rl/her/figures/fetchreach_3seeds.png
 
 PONG_1H = --time-budget 60 --total-timesteps 5000000 --seed 1 --runs-dir benchmarks/results/pong-1h/runs
-bench-pong: setup ## Pong: the memory task (CartPoleNoVelocity-v1, transformer vs MLP x 3 seeds, ~10 min on 2 cores), then PPO-cnn and PPO-transformer on Pong, 1 h of CPU each, side by side (~65 min)
+bench-pong: setup ## Pong: the memory task (CartPoleNoVelocity-v1, transformer vs MLP x 3 seeds, one run at a time, ~12 min), then PPO-cnn and PPO-transformer on Pong, 1 h of CPU each, side by side (~65 min)
 	for s in 1 2 3; do for b in transformer mlp; do $(BIN)/python classic_rl/pong/train.py --env-id CartPoleNoVelocity-v1 \
 		--backbone $$b --seed $$s --runs-dir benchmarks/results/pong-memory/runs || exit 1; done; done
 	$(BIN)/python classic_rl/pong/plot_memory_task.py classic_rl/pong/figures/memory_task.png \
