@@ -345,3 +345,14 @@ def test_cleanrl_recipe_is_the_standard_atari_path(tmp_path):
     weights = torch.load(run / "ckpt" / "latest.pt", weights_only=False)["agent"]
     assert weights["actor.weight"].shape == (6, 512)  # Pong's 6 actions, not the notes' UP/DOWN
     assert weights["body.convs.0.weight"].shape == (32, 4, 8, 8)  # 4 stacked frames in
+
+
+def test_time_budget_stops_the_run_and_still_finishes_it(tmp_path):
+    """--time-budget ends training early (after the first update here) and the run still evaluates, plots and
+    writes its summary, as if --total-timesteps had been reached."""
+    run_script(TRAIN, "--env-id", "CartPole-v1", "--backbone", "mlp", "--discount-by", "episodes", "--collect",
+               "steps", "--num-envs", "2", "--num-steps", "64", "--total-timesteps", "1000000", "--time-budget",
+               "0.0001", "--eval-every", "0", "--eval-episodes", "1", "--runs-dir", tmp_path)
+    run = only_run_dir(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["env_steps"] == 128 and (run / "learning_curve.png").exists()

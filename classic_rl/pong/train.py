@@ -247,13 +247,8 @@ def make_env(args: Args, capture_video: bool = False, video_dir: Path | None = N
     if rl_utils.is_atari(args.env_id):
         return make_pong_env(args.env_id, obs_mode(args.backbone, args.algo), args.frames, args.max_episode_steps,
                              capture_video=capture_video, video_dir=video_dir, training=training)
-    kwargs: dict = {"max_episode_steps": args.max_episode_steps} if args.max_episode_steps else {}
-    if capture_video:
-        kwargs["render_mode"] = "rgb_array"
-    env = gym.make(args.env_id, **kwargs)
-    if capture_video:
-        env = gym.wrappers.RecordVideo(env, str(video_dir or "videos"), episode_trigger=lambda ep: ep == 0)
-    return gym.wrappers.RecordEpisodeStatistics(env)
+    return rl_utils.make_env(args.env_id, capture_video=capture_video, video_dir=video_dir,
+                             max_episode_steps=args.max_episode_steps or None)()
 
 
 def make_envs(args: Args, num_envs: int) -> gym.vector.VectorEnv:
